@@ -1,0 +1,16 @@
+//! SiD2 ("Simpler Diffusion", Hoogeboom et al. 2024) in burn: the logSNR diffusion process, the
+//! Residual U-ViT for clips and images, and its samplers. Backend-generic: the device decides.
+//!
+//! Three parts that never mix: [`schedule`] and [`diffusion`] (process and loss), [`network`]
+//! (a pure function of z, λ and the class), and [`sampler`].
+
+pub mod diffusion;
+pub mod network;
+pub mod noise;
+pub mod sampler;
+pub mod schedule;
+
+pub use diffusion::{Diffusion, LossTerms, LossWeighting, NoisedBatch, Prediction, TimeSampling};
+pub use network::{BlockKind, Cost, UViT, UViTConfig};
+pub use sampler::{Denoiser, GuidanceInterval, SampleRequest, SampleStats, SamplerConfig, SamplerKind};
+pub use schedule::{Schedule, ScheduleConfig};

@@ -1,0 +1,162 @@
+//! The blocks of the Residual U-ViT (spec §3.2). Every residual branch ends in a
+//! zero-initialised projection, so each block starts as the identity.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use burn::tensor::module::{attention, avg_pool2d};
+use burn::tensor::ops::{AttentionModuleOptions, AvgPoolOptions};
+
+use super::rope::Rope;
+
+pub(crate) fn conv3x3(c_in: usize, c_out: usize, bias: bool, device: &Device) -> Conv2d {
+    Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_bias(bias).init(device)
+}
+
+fn zero_conv3x3(c: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([c, c], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_initializer(Initializer::Zeros)
+        .init(device)
+}
+
+fn zero_linear(c_in: usize, c_out: usize, device: &Device) -> Linear {
+    LinearConfig::new(c_in, c_out).with_initializer(Initializer::Zeros).init(device)
+}
+
+/// `x·(1 + scale) + shift`, FiLM conditioning.
+fn modulate<const D: usize>(x: Tensor<D>, scale: Tensor<D>, shift: Tensor<D>) -> Tensor<D> {
+    x * (scale.add_scalar(1.0)) + shift
+}
+
+/// ResBlock: `h = Conv3(SiLU(GN(x)))`, `h = GN(h)(1 + scale) + shift`, `x + ZeroConv3(SiLU(h))`.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    pub norm1: GroupNorm,
+    pub conv1: Conv2d,
+    pub film: Linear,
+    pub norm2: GroupNorm,
+    pub conv2: Conv2d,
+    pub dropout: Dropout,
+}
+
+impl ResBlock {
+    pub fn new(c: usize, emb: usize, groups: usize, dropout: f64, device: &Device) -> Self {
+        Self {
+            norm1: GroupNormConfig::new(groups, c).with_epsilon(1e-6).init(device),
+            conv1: conv3x3(c, c, true, device),
+            film: LinearConfig::new(emb, 2 * c).init(device),
+            norm2: GroupNormConfig::new(groups, c).with_epsilon(1e-6).with_affine(false).init(device),
+            conv2: zero_conv3x3(c, device),
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[N, C, H, W]` with frames folded into `N = B·T`
+    /// - `emb`: `[N, E]`
+    pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
+        let [n, c, _, _] = x.dims();
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let film = self.film.forward(emb).reshape([n, 2 * c, 1, 1]);
+        let (scale, shift) = (film.clone().narrow(1, 0, c), film.narrow(1, c, c));
+        let h = modulate(self.norm2.forward(h), scale, shift);
+        x + self.conv2.forward(self.dropout.forward(silu(h)))
+    }
+}
+
+/// ViT-22B-style parallel Transformer block: one fused projection to q, k, v and the MLP hidden
+/// layer, QK-RMSNorm, 3-D RoPE, joint attention over all tokens, zero-initialised outputs.
+#[derive(Module, Debug)]
+pub struct TransformerBlock {
+    pub norm: RmsNorm,
+    pub film: Linear,
+    pub qkv_mlp: Linear,
+    pub q_norm: RmsNorm,
+    pub k_norm: RmsNorm,
+    pub attn_out: Linear,
+    pub mlp_out: Linear,
+    pub dropout: Dropout,
+    pub heads: usize,
+}
+
+/// MLP hidden width as a multiple of the block width.
+pub const MLP_RATIO: usize = 4;
+
+impl TransformerBlock {
+    pub fn new(c: usize, emb: usize, heads: usize, dropout: f64, device: &Device) -> Self {
+        let head_dim = c / heads;
+        Self {
+            norm: RmsNormConfig::new(c).with_epsilon(1e-6).init(device),
+            film: LinearConfig::new(emb, 2 * c).init(device),
+            qkv_mlp: LinearConfig::new(c, 3 * c + MLP_RATIO * c).init(device),
+            q_norm: RmsNormConfig::new(head_dim).with_epsilon(1e-6).init(device),
+            k_norm: RmsNormConfig::new(head_dim).with_epsilon(1e-6).init(device),
+            attn_out: zero_linear(c, c, device),
+            mlp_out: zero_linear(MLP_RATIO * c, c, device),
+            dropout: DropoutConfig::new(dropout).init(),
+            heads,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, S, C]` with `S = H·W` tokens per frame
+    /// - `emb`: `[B, T, E]`, one conditioning vector per frame
+    pub fn forward(&self, x: Tensor<4>, emb: Tensor<3>, rope: &Rope) -> Tensor<4> {
+        let [b, t, s, c] = x.dims();
+        let (heads, head_dim, n) = (self.heads, c / self.heads, t * s);
+        let film = self.film.forward(emb).reshape([b, t, 1, 2 * c]);
+        let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
+        let u = modulate(self.norm.forward(x.clone()), scale, shift).reshape([b, n, c]);
+        let proj = self.qkv_mlp.forward(u); // [B, N, 3C + 4C]
+        let split_heads = |start: usize| {
+            proj.clone().narrow(2, start, c).reshape([b, n, heads, head_dim]).swap_dims(1, 2) // [B, h, N, Dh]
+        };
+        let q = rope.apply(self.q_norm.forward(split_heads(0)));
+        let k = rope.apply(self.k_norm.forward(split_heads(c)));
+        let v = split_heads(2 * c);
+        let attn = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [B, h, N, Dh]
+        let attn = attn.swap_dims(1, 2).reshape([b, n, c]);
+        let mlp = silu(proj.narrow(2, 3 * c, MLP_RATIO * c));
+        let update = self.attn_out.forward(attn) + self.mlp_out.forward(self.dropout.forward(mlp));
+        x + update.reshape([b, t, s, c])
+    }
+}
+
+/// Average-pool 2×2, then a 3×3 conv to the next width.
+#[derive(Module, Debug)]
+pub struct Downsample {
+    pub conv: Conv2d,
+}
+
+impl Downsample {
+    pub fn new(c_in: usize, c_out: usize, device: &Device) -> Self {
+        Self { conv: conv3x3(c_in, c_out, true, device) }
+    }
+
+    /// `[N, C_in, H, W] -> [N, C_out, H/2, W/2]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let pooled = avg_pool2d(x, AvgPoolOptions::new([2, 2]));
+        self.conv.forward(pooled)
+    }
+}
+
+/// A 3×3 conv to the previous width (no bias, so that zero maps to zero), then nearest ×2.
+#[derive(Module, Debug)]
+pub struct Upsample {
+    pub conv: Conv2d,
+}
+
+impl Upsample {
+    pub fn new(c_in: usize, c_out: usize, device: &Device) -> Self {
+        Self { conv: conv3x3(c_in, c_out, false, device) }
+    }
+
+    /// `[N, C_in, H, W] -> [N, C_out, 2H, 2W]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let h = self.conv.forward(x);
+        let [n, c, hh, ww] = h.dims();
+        h.reshape([n, c, hh, 1, ww, 1]).expand([n, c, hh, 2, ww, 2]).reshape([n, c, 2 * hh, 2 * ww])
+    }
+}

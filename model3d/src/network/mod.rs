@@ -1,0 +1,12 @@
+//! The SiD2 Residual U-ViT for clips `[batch, frames, channels, height, width]`.
+
+mod blocks;
+mod config;
+mod count;
+mod embedding;
+mod rope;
+mod uvit;
+
+pub use config::{BlockKind, UViTConfig};
+pub use count::{Cost, cost};
+pub use uvit::UViT;

@@ -1,0 +1,88 @@
+//! 3-D rotary position embedding for joint space-time attention (RoFormer, Su et al. 2021,
+//! eq. 34, in the rotate-half layout), one band of frequencies per axis (t, y, x).
+
+use burn::prelude::*;
+
+const BASE: f64 = 10_000.0;
+
+/// Cosines and sines for every token of a `frames × height × width` grid.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    /// `[N, D]` with `N = frames·height·width` tokens and head width `D`.
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    /// Splits the `D/2` rotation pairs over the axes: a quarter to time, the rest to y and x.
+    pub fn new(head_dim: usize, [frames, height, width]: [usize; 3], device: &Device) -> Self {
+        let pairs = head_dim / 2;
+        let pt = pairs / 4;
+        let py = (pairs - pt) / 2;
+        let px = pairs - pt - py;
+        let bands = [(0, pt), (pt, py), (pt + py, px)];
+        let n = frames * height * width;
+        let mut cos = vec![0f32; n * head_dim];
+        let mut sin = vec![0f32; n * head_dim];
+        for f in 0..frames {
+            for y in 0..height {
+                for x in 0..width {
+                    let token = (f * height + y) * width + x;
+                    for (axis, &(start, len)) in bands.iter().enumerate() {
+                        let pos = [f, y, x][axis] as f64;
+                        for k in 0..len {
+                            let angle = pos * BASE.powf(-(k as f64) / len as f64);
+                            let (s, c) = angle.sin_cos();
+                            for col in [start + k, start + k + pairs] {
+                                cos[token * head_dim + col] = c as f32;
+                                sin[token * head_dim + col] = s as f32;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let data = |v| Tensor::<1>::from_data(TensorData::new(v, [n * head_dim]), device).reshape([n, head_dim]);
+        Self { cos: data(cos), sin: data(sin) }
+    }
+
+    /// Rotates `x` by each token's angles: `x·cos + rotate_half(x)·sin`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, heads, N, D]`
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, n, d] = x.dims();
+        let half = d / 2;
+        let rotated = Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
+        let cos = self.cos.clone().reshape([1, 1, n, d]);
+        let sin = self.sin.clone().reshape([1, 1, n, d]);
+        x * cos + rotated * sin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_preserves_norms_and_encodes_relative_position() {
+        let device = Device::flex();
+        let d = 16;
+        let rope = Rope::new(d, [3, 4, 5], &device);
+        let q = Tensor::<4>::ones([1, 1, 60, d], &device);
+        let rq = rope.apply(q.clone());
+        let norms = rq.clone().square().sum_dim(3).sqrt();
+        let err = (norms - (d as f64).sqrt()).abs().max().into_scalar::<f32>();
+        assert!(err < 1e-4);
+        // <R_m q, R_n q> depends only on m − n: tokens (0,0,0)·(0,0,1) equals (1,2,3)·(1,2,4).
+        let dot = |a: usize, b: usize| {
+            (rq.clone().narrow(2, a, 1) * rq.clone().narrow(2, b, 1)).sum().into_scalar::<f32>()
+        };
+        let tok = |f: usize, y: usize, x: usize| (f * 4 + y) * 5 + x;
+        assert!((dot(tok(0, 0, 0), tok(0, 0, 1)) - dot(tok(1, 2, 3), tok(1, 2, 4))).abs() < 1e-4);
+        assert!((dot(tok(0, 0, 0), tok(1, 0, 0)) - dot(tok(1, 3, 2), tok(2, 3, 2))).abs() < 1e-4);
+        // Different offsets along an axis give different similarities: position is encoded.
+        assert!((dot(tok(0, 0, 0), tok(0, 0, 1)) - dot(tok(0, 0, 0), tok(0, 0, 3))).abs() > 1e-3);
+        assert!((dot(tok(0, 0, 0), tok(1, 0, 0)) - dot(tok(0, 0, 0), tok(2, 0, 0))).abs() > 1e-3);
+    }
+}

@@ -1,0 +1,148 @@
+//! The Residual U-ViT (SiD2, spec §3.2 and §6.2): one residual skip per level,
+//! `h = up(h − after_down) + before_down`, no per-block skips.
+
+use burn::nn::Initializer;
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::prelude::*;
+
+use super::blocks::{Downsample, ResBlock, TransformerBlock, Upsample};
+use super::config::{BlockKind, UViTConfig};
+use super::embedding::ConditionEmbedding;
+use super::rope::Rope;
+
+/// The blocks of one level: ResBlocks or Transformer blocks (the other list is empty).
+#[derive(Module, Debug)]
+pub struct LevelBlocks {
+    pub res: Vec<ResBlock>,
+    pub transformer: Vec<TransformerBlock>,
+}
+
+impl LevelBlocks {
+    fn new(config: &UViTConfig, level: usize, count: usize, device: &Device) -> Self {
+        let (c, e, p) = (config.channels[level], config.emb_channels, config.dropout_at(level));
+        match config.kinds[level] {
+            BlockKind::Res => Self {
+                res: (0..count).map(|_| ResBlock::new(c, e, config.norm_groups, p, device)).collect(),
+                transformer: Vec::new(),
+            },
+            BlockKind::Transformer => Self {
+                res: Vec::new(),
+                transformer: (0..count).map(|_| TransformerBlock::new(c, e, config.heads, p, device)).collect(),
+            },
+        }
+    }
+
+    /// # Shapes
+    /// - `h`: `[B·T, C, H, W]`, `emb`: `[B, T, E]`; returns the shape of `h`
+    fn forward(&self, mut h: Tensor<4>, emb: &Tensor<3>, frames: usize) -> Tensor<4> {
+        let [n, c, height, width] = h.dims();
+        let b = n / frames;
+        if !self.res.is_empty() {
+            let [_, _, e] = emb.dims();
+            let emb = emb.clone().reshape([n, e]);
+            for block in &self.res {
+                h = block.forward(h, emb.clone());
+            }
+        }
+        if let Some(first) = self.transformer.first() {
+            let rope = Rope::new(c / first.heads, [frames, height, width], &h.device());
+            // [B·T, C, H, W] -> [B, T, H·W, C]: all tokens of the clip attend jointly.
+            let mut tokens = h.reshape([b, frames, c, height * width]).swap_dims(2, 3);
+            for block in &self.transformer {
+                tokens = block.forward(tokens, emb.clone(), &rope);
+            }
+            h = tokens.swap_dims(2, 3).reshape([n, c, height, width]);
+        }
+        h
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct EncoderLevel {
+    pub blocks: LevelBlocks,
+    pub down: Downsample,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLevel {
+    pub up: Upsample,
+    pub blocks: LevelBlocks,
+}
+
+/// Residual U-ViT. Parameter names follow the architecture: `encoder.1.blocks.res.2.conv1`.
+#[derive(Module, Debug)]
+pub struct UViT {
+    pub patch: Conv2d,
+    pub cond: ConditionEmbedding,
+    pub encoder: Vec<EncoderLevel>,
+    pub mid: LevelBlocks,
+    /// `decoder[i]` mirrors `encoder[i]`; it runs from the deepest level up.
+    pub decoder: Vec<DecoderLevel>,
+    pub unpatch: ConvTranspose2d,
+    pub num_classes: usize,
+}
+
+impl UViT {
+    /// Builds the network; `config` must have passed [`UViTConfig::validate`].
+    pub fn new(config: &UViTConfig, device: &Device) -> Self {
+        let (p, ch, last) = (config.patch_size, &config.channels, config.levels() - 1);
+        Self {
+            patch: Conv2dConfig::new([config.in_channels, ch[0]], [p, p]).with_stride([p, p]).init(device),
+            cond: ConditionEmbedding::new(config.fourier_features, config.emb_channels, config.num_classes, device),
+            encoder: (0..last)
+                .map(|i| EncoderLevel {
+                    blocks: LevelBlocks::new(config, i, config.blocks[i], device),
+                    down: Downsample::new(ch[i], ch[i + 1], device),
+                })
+                .collect(),
+            mid: LevelBlocks::new(config, last, config.mid_blocks, device),
+            decoder: (0..last)
+                .map(|i| DecoderLevel {
+                    up: Upsample::new(ch[i + 1], ch[i], device),
+                    blocks: LevelBlocks::new(config, i, config.blocks[i], device),
+                })
+                .collect(),
+            unpatch: ConvTranspose2dConfig::new([ch[0], config.in_channels], [p, p])
+                .with_stride([p, p])
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            num_classes: config.num_classes,
+        }
+    }
+
+    /// The class index that means "no class" (for guidance), if the model is class-conditional.
+    pub fn null_label(&self) -> Option<i64> {
+        (self.num_classes > 0).then_some(self.num_classes as i64)
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, C, H, W]` (an image is `T = 1`), `logsnr`: `[B, T]`, `labels`: `[B]`
+    /// - returns `[B, T, C, H, W]`, the prediction (v by default)
+    pub fn forward(&self, x: Tensor<5>, logsnr: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<5> {
+        let [b, t, c, h, w] = x.dims();
+        let emb = self.cond.forward(logsnr, labels); // [B, T, E]
+        let hidden = self.patch.forward(x.reshape([b * t, c, h, w])); // [B·T, C0, H/p, W/p]
+        let hidden = self.body(hidden, &emb, t);
+        self.unpatch.forward(hidden).reshape([b, t, c, h, w])
+    }
+
+    /// Everything between patch embedding and un-embedding (spec §3.2 pseudo-code).
+    ///
+    /// # Shapes
+    /// - `h`: `[B·T, C0, H/p, W/p]`, `emb`: `[B, T, E]`; returns the shape of `h`
+    pub fn body(&self, mut h: Tensor<4>, emb: &Tensor<3>, frames: usize) -> Tensor<4> {
+        let mut skips = Vec::with_capacity(self.encoder.len());
+        for level in &self.encoder {
+            h = level.blocks.forward(h, emb, frames);
+            let before = h.clone();
+            h = level.down.forward(h);
+            skips.push((before, h.clone()));
+        }
+        h = self.mid.forward(h, emb, frames);
+        for (level, (before, after)) in self.decoder.iter().zip(skips).rev() {
+            h = level.up.forward(h - after) + before;
+            h = level.blocks.forward(h, emb, frames);
+        }
+        h
+    }
+}
