@@ -1,0 +1,166 @@
+//! Decoding video files with FFmpeg (ffmpeg-next) into small square RGB frames.
+
+use std::path::Path;
+use std::sync::Once;
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg::format::Pixel;
+use ffmpeg::software::scaling::{Context as Scaler, Flags};
+use ffmpeg::util::frame::video::Video as VideoFrame;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::resize::{area_resize, centre_square};
+
+/// Initialises FFmpeg once per process and silences its own logging: problems reach the user
+/// through our errors, which name the file.
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        ffmpeg::init().expect("FFmpeg failed to initialise");
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
+    });
+}
+
+/// How decoded frames are sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameSize {
+    /// The stream's own width and height.
+    Native,
+    /// Centre-cropped to a square and area-resized to `side × side`.
+    Square(usize),
+}
+
+/// One decoded frame, packed RGB (`height × width × 3` bytes).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Presentation time in seconds from the start of the stream.
+    pub time: f64,
+    pub rgb: Vec<u8>,
+}
+
+/// The frames of a file's best video stream and what the stream says of itself.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    pub frames: Vec<Frame>,
+    pub width: usize,
+    pub height: usize,
+    /// Average frame rate of the stream.
+    pub fps: f64,
+}
+
+/// Time range `[start, end)` in seconds; `None` on either side is open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimeRange {
+    pub start: Option<f64>,
+    pub end: Option<f64>,
+}
+
+impl TimeRange {
+    fn contains(&self, t: f64) -> bool {
+        self.start.is_none_or(|s| t >= s - 1e-6) && self.end.is_none_or(|e| t < e - 1e-6)
+    }
+}
+
+/// Decodes the frames of the best video stream of `path` that fall in `range`. Audio and other
+/// streams are ignored. Any decoding error (corrupt packet, truncated stream) fails the whole file:
+/// a clip with a damaged frame is not training data.
+pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded> {
+    init();
+    let err = |reason: String| Error::input(path, reason);
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if meta.len() == 0 {
+        return Err(err("empty file (0 bytes)".into()));
+    }
+    let mut input = ffmpeg::format::input(path).map_err(|e| err(format!("not a readable media file: {e}")))?;
+    let stream = input
+        .streams()
+        .best(ffmpeg::media::Type::Video)
+        .ok_or_else(|| err("no video stream".into()))?;
+    let index = stream.index();
+    let time_base = f64::from(stream.time_base());
+    let start_time = if stream.start_time() == ffmpeg::ffi::AV_NOPTS_VALUE { 0 } else { stream.start_time() };
+    let fps = f64::from(stream.avg_frame_rate());
+    let mut codec = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
+        .map_err(|e| err(format!("unsupported video codec parameters: {e}")))?;
+    // Report damaged data as errors instead of concealing it.
+    codec.set_threading(ffmpeg::codec::threading::Config::default());
+    let mut options = ffmpeg::Dictionary::new();
+    options.set("err_detect", "explode");
+    let id = codec.id();
+    let decoder_codec = ffmpeg::decoder::find(id).ok_or_else(|| err(format!("no decoder for codec {id:?} in this FFmpeg")))?;
+    let mut decoder = codec
+        .decoder()
+        .open_as_with(decoder_codec, options)
+        .and_then(|d| d.video())
+        .map_err(|e| err(format!("cannot open the video decoder: {e}")))?;
+    let (width, height) = (decoder.width() as usize, decoder.height() as usize);
+    if width == 0 || height == 0 {
+        return Err(err(format!("video stream has no picture size ({width}x{height})")));
+    }
+    if let Some(start) = range.start.filter(|&s| s > 0.0) {
+        let target = (start * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
+        input.seek(target, ..target).map_err(|e| err(format!("cannot seek to {start} s: {e}")))?;
+    }
+    let mut scaler = Scaler::get(decoder.format(), decoder.width(), decoder.height(), Pixel::RGB24, decoder.width(), decoder.height(), Flags::BILINEAR)
+        .map_err(|e| err(format!("cannot convert pixel format {:?} to RGB: {e}", decoder.format())))?;
+
+    let mut frames = Vec::new();
+    let mut decoded = VideoFrame::empty();
+    let mut rgb = VideoFrame::empty();
+    let mut drain = |decoder: &mut ffmpeg::decoder::Video, frames: &mut Vec<Frame>| -> Result<bool> {
+        loop {
+            match decoder.receive_frame(&mut decoded) {
+                Ok(()) => {
+                    let pts = decoded.timestamp().or(decoded.pts()).unwrap_or(0);
+                    let time = (pts - start_time) as f64 * time_base;
+                    if range.end.is_some_and(|e| time >= e) {
+                        return Ok(true);
+                    }
+                    if !range.contains(time) {
+                        continue;
+                    }
+                    scaler.run(&decoded, &mut rgb).map_err(|e| err(format!("pixel conversion failed: {e}")))?;
+                    frames.push(Frame { time, rgb: resize(&rgb, width, height, size) });
+                }
+                Err(ffmpeg::Error::Eof) => return Ok(true),
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => return Ok(false),
+                Err(e) => return Err(err(format!("corrupt video data at frame {}: {e}", frames.len()))),
+            }
+        }
+    };
+    let mut done = false;
+    for (stream, packet) in input.packets() {
+        if stream.index() != index {
+            continue;
+        }
+        decoder.send_packet(&packet).map_err(|e| err(format!("corrupt video packet after frame {}: {e}", frames.len())))?;
+        if drain(&mut decoder, &mut frames)? {
+            done = true;
+            break;
+        }
+    }
+    if !done {
+        decoder.send_eof().map_err(|e| err(format!("decoder failed at end of stream: {e}")))?;
+        drain(&mut decoder, &mut frames)?;
+    }
+    if frames.is_empty() {
+        return Err(err("no decodable video frames".into()));
+    }
+    let (width, height) = match size {
+        FrameSize::Native => (width, height),
+        FrameSize::Square(s) => (s, s),
+    };
+    Ok(Decoded { frames, width, height, fps })
+}
+
+fn resize(rgb: &VideoFrame, width: usize, height: usize, size: FrameSize) -> Vec<u8> {
+    let (data, stride) = (rgb.data(0), rgb.stride(0));
+    match size {
+        FrameSize::Native => (0..height).flat_map(|y| &data[y * stride..y * stride + width * 3]).copied().collect(),
+        FrameSize::Square(side) => {
+            let (x0, y0, s) = centre_square(width, height);
+            area_resize(data, stride, (x0, y0, s, s), side, side)
+        }
+    }
+}
