@@ -81,6 +81,7 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
     let time_base = f64::from(stream.time_base());
     let start_time = if stream.start_time() == ffmpeg::ffi::AV_NOPTS_VALUE { 0 } else { stream.start_time() };
     let fps = f64::from(stream.avg_frame_rate());
+    let declared = stream.frames().max(0) as usize;
     let mut codec = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
         .map_err(|e| err(format!("unsupported video codec parameters: {e}")))?;
     // Report damaged data as errors instead of concealing it.
@@ -146,6 +147,9 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
     }
     if frames.is_empty() {
         return Err(err("no decodable video frames".into()));
+    }
+    if range == TimeRange::default() && frames.len() < declared {
+        return Err(err(format!("truncated: the container lists {declared} frames, only {} decode", frames.len())));
     }
     let (width, height) = match size {
         FrameSize::Native => (width, height),

@@ -2,9 +2,11 @@
 //! and image-folder datasets, checksummed shard files, and MP4/PNG output.
 
 pub mod clips;
+pub mod datasets;
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub mod prepare;
 pub mod resize;
 pub mod shard;
 
