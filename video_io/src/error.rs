@@ -7,8 +7,8 @@ pub enum Error {
     #[error("{path}: {reason}")]
     Input { path: PathBuf, reason: String },
     /// A file this crate reads or writes for its own bookkeeping (shard, manifest, output).
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     /// A file of ours that is damaged or of another version.
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
@@ -20,8 +20,8 @@ impl Error {
     pub fn input(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
         Self::Input { path: path.into(), reason: reason.to_string() }
     }
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Self::Io { path: path.into(), error }
     }
     pub fn corrupt(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
         Self::Corrupt { path: path.into(), reason: reason.to_string() }

@@ -219,7 +219,7 @@ pub fn prepare(listing: &Listing, config: &PrepareConfig, out: &Path, workers: u
 fn reason(e: &Error) -> String {
     match e {
         Error::Input { reason, .. } | Error::Corrupt { reason, .. } => reason.clone(),
-        Error::Io { source, .. } => source.to_string(),
+        Error::Io { error, .. } => error.to_string(),
     }
 }
 

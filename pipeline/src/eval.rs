@@ -1,0 +1,66 @@
+//! `sid2 eval`: per-frame PSNR and SSIM of predicted continuations against the real ones.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+use video_io::shard::Shard;
+
+use crate::quality::{psnr, ssim};
+
+/// Mean quality per predicted frame position, over all clips.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrameQuality {
+    pub frame: usize,
+    pub psnr_db: f64,
+    pub ssim: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub clips: usize,
+    pub context_frames: usize,
+    pub per_frame: Vec<FrameQuality>,
+    pub mean_psnr_db: f64,
+    pub mean_ssim: f64,
+}
+
+/// Compares frames `context..T` of each predicted clip with the real clip at the same index.
+pub fn evaluate(predictions: &Path, real: &Path, context: usize) -> Result<EvalReport> {
+    let (pred, real_shard) = (Shard::open(predictions)?, Shard::open(real)?);
+    if pred.layout != real_shard.layout || pred.len != real_shard.len {
+        bail!(
+            "{} ({} clips of {:?}) and {} ({} clips of {:?}) do not pair up",
+            predictions.display(),
+            pred.len,
+            pred.layout,
+            real.display(),
+            real_shard.len,
+            real_shard.layout
+        );
+    }
+    let l = pred.layout;
+    let (frames, side) = (l.frames as usize, l.width as usize);
+    if context >= frames {
+        bail!("--context {context}: clips have only {frames} frames");
+    }
+    let n = side * side * 3;
+    let mut per_frame: Vec<FrameQuality> = (context..frames).map(|frame| FrameQuality { frame, psnr_db: 0.0, ssim: 0.0 }).collect();
+    for i in 0..pred.len {
+        let (p, r) = (pred.get(i).pixels, real_shard.get(i).pixels);
+        for q in &mut per_frame {
+            let (a, b) = (&p[q.frame * n..][..n], &r[q.frame * n..][..n]);
+            // Identical frames have infinite PSNR; cap at 100 dB so means stay finite.
+            q.psnr_db += psnr(a, b).min(100.0) / pred.len as f64;
+            q.ssim += ssim(a, b, side, side) / pred.len as f64;
+        }
+    }
+    let m = per_frame.len() as f64;
+    Ok(EvalReport {
+        clips: pred.len,
+        context_frames: context,
+        mean_psnr_db: per_frame.iter().map(|q| q.psnr_db).sum::<f64>() / m,
+        mean_ssim: per_frame.iter().map(|q| q.ssim).sum::<f64>() / m,
+        per_frame,
+    })
+}

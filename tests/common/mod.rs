@@ -1,0 +1,46 @@
+//! Helpers for the end-to-end tests: the `sid2` binary, the real data in ../shared/data, ffprobe.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmaction2")
+}
+
+pub fn preset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
+}
+
+pub fn sid2() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sid2"));
+    c.arg("--quiet");
+    c
+}
+
+/// Runs `sid2 args…` and returns its output, panicking with stderr if it fails.
+pub fn ok(args: &[&str]) -> Output {
+    let out = sid2().args(args).output().expect("sid2 runs");
+    assert!(out.status.success(), "sid2 {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Runs `sid2 args…`, expects failure, and returns stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = sid2().args(args).output().expect("sid2 runs");
+    assert!(!out.status.success(), "sid2 {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn frames_per_ffprobe(path: &Path) -> usize {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| panic!("ffprobe on {}: {:?}", path.display(), out))
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
