@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::RunConfig;
 use crate::sample::{generate, load_model, save_clips, write_media};
 use crate::train::{RunDir, resolve_config, train};
-use crate::{demo, eval, info};
+use crate::{bench, demo, eval, info};
 use video_io::datasets::{Input, InputKind, image_folder, kinetics, read_class_list, read_kinetics_csv, video_folder};
 use video_io::decode::TimeRange;
 use video_io::prepare::{ShardDataset, clips_of, prepare};
@@ -153,6 +153,11 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Measure speeds (results as JSON on stdout; record them in BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Prepare the bundled clips, train a tiny model on the CPU, predict 11 frames from 5.
     Demo {
         #[arg(long, default_value = "demo-out")]
@@ -164,6 +169,37 @@ enum Command {
         count: usize,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Training steps of a config on synthetic clips: warm-up, then steady state.
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Square matmul throughput on the device (the peak for MFU).
+    Matmul {
+        #[arg(long, default_value_t = 2048)]
+        n: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+    /// Decode + crop + area resize of every video in a folder, against the ffmpeg command line.
+    Decode {
+        #[arg(long)]
+        videos: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -328,6 +364,16 @@ fn run(cli: Cli) -> Result<()> {
                 _ => bail!("give --config or --run"),
             };
             print!("{}", info::describe(&config));
+        }
+        Command::Bench { what } => {
+            let report = match what {
+                BenchWhat::Train { config, warmup, steps, overrides } => {
+                    serde_json::to_string_pretty(&bench::train(&RunConfig::load(&config, &overrides)?, &device(cli.device)?, warmup, steps)?)?
+                }
+                BenchWhat::Matmul { n, reps } => serde_json::to_string_pretty(&bench::matmul(&device(cli.device)?, n, reps))?,
+                BenchWhat::Decode { videos, size, rounds } => serde_json::to_string_pretty(&bench::decode_speed(&videos, size, rounds)?)?,
+            };
+            println!("{report}");
         }
         Command::Demo { out, clips, count, overrides } => {
             let report = demo::run(&clips, &out, &overrides, count, &device(cli.device)?, progress)?;

@@ -7,21 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use model3d::diffusion::FrameTimes;
-use model3d::noise::{gaussian, key};
-use model3d::UViT;
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use video_io::prepare::ShardDataset;
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::RunConfig;
 use crate::loader::Loader;
 use crate::metrics::{MetricsLog, TrainRecord, peak_rss_mib};
-use crate::params::{all_finite, clip_grad_norm, ema_update, stable_ids};
+use crate::params::all_finite;
+use crate::trainer::Trainer;
 
 pub const CONFIG_FILE: &str = "config.toml";
 
@@ -117,26 +112,12 @@ pub fn train(run: &RunDir, data_dir: &Path, config: &RunConfig, device: &Device,
     if config.model.num_classes > 0 && classes > config.model.num_classes {
         bail!("{}: the data set has {classes} classes, model.num_classes is {}", data_dir.display(), config.model.num_classes);
     }
-    let diffusion = config.diffusion.build(config.data.size)?;
     let tc = &config.train;
-    let train_device = device.clone().autodiff();
-    train_device.seed(tc.seed);
-    let mut model = stable_ids(UViT::new(&config.model, &train_device));
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(tc.adam_beta1 as f32)
-        .with_beta_2(tc.adam_beta2 as f32)
-        .with_weight_decay(tc.weight_decay as f32)
-        .init();
-    let mut emas: Vec<(f64, UViT)> = tc.ema_decays.iter().map(|&d| (d, model.valid())).collect();
+    let mut trainer = Trainer::new(config, device)?;
     let mut state = TrainState { samples_seen: 0, skipped_nonfinite: 0, files: Default::default() };
     let mut resumed_from = None;
     if let Some(latest) = checkpoint::list(&run.checkpoints())?.pop() {
-        state = checkpoint::verify(&latest)?;
-        model = stable_ids(checkpoint::load_module(model, &latest.join("model.safetensors"))?);
-        optim = optim.load(latest.join("optimizer.bpk")).map_err(|e| anyhow::anyhow!("{}: {e:?}", latest.join("optimizer.bpk").display()))?;
-        for (decay, ema) in &mut emas {
-            *ema = stable_ids(checkpoint::load_module(ema.clone(), &latest.join(checkpoint::ema_file(*decay)))?);
-        }
+        state = trainer.resume(&latest)?;
         resumed_from = Some(state.samples_seen);
         tracing::info!(samples = state.samples_seen, checkpoint = %latest.display(), "resumed");
     }
@@ -147,66 +128,28 @@ pub fn train(run: &RunDir, data_dir: &Path, config: &RunConfig, device: &Device,
     bar.set_style(ProgressStyle::with_template("train {bar:25} {pos}/{len} samples  ETA {eta}  {msg}").expect("valid template"));
     bar.set_position(state.samples_seen);
 
-    let [t, c, s] = [config.data.frames, 3, config.data.size];
     let b = tc.batch_size;
-    let context = config.diffusion.context_frames;
-    let null_label = model.null_label();
     let start = Instant::now();
     let start_samples = state.samples_seen;
     let (mut window, mut wait, mut busy) = (Window::default(), Duration::ZERO, Duration::ZERO);
     let mut in_a_row = 0u32;
     let mut last_checkpoint = None;
+    let mut last_loss = f64::NAN;
     while state.samples_seen < tc.total_samples {
         let step_start = Instant::now();
         let batch = loader.next();
         wait += step_start.elapsed();
         let p = state.samples_seen;
-
-        // Everything random in this step is keyed by (seed, samples seen): resumes reproduce.
-        train_device.seed(key(&[tc.seed, p, 1]));
-        let mut rng = StdRng::seed_from_u64(key(&[tc.seed, p, 2]));
-        let clip_t = config.diffusion.time_sampling.draw(b, &mut rng);
-        let times: FrameTimes = clip_t
-            .iter()
-            .map(|&ct| (0..t).map(|f| (f >= context).then(|| if config.diffusion.per_frame_noise { rng.random() } else { ct })).collect())
-            .collect();
-        let labels: Vec<i64> = batch
-            .labels
-            .iter()
-            .map(|&l| match null_label {
-                Some(null) if rng.random::<f64>() < tc.label_dropout => null,
-                Some(_) => l,
-                None => 0,
-            })
-            .collect();
-        let x = Tensor::<1>::from_data(TensorData::new(batch.pixels, [b * t * c * s * s]), &train_device).reshape([b, t, c, s, s]);
-        let noise = Tensor::<1>::from_data(TensorData::new(gaussian(key(&[tc.seed, p, 3]), b * t * c * s * s), [b * t * c * s * s]), &train_device)
-            .reshape([b, t, c, s, s]);
-        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &train_device);
-
-        let noised = diffusion.noise_batch(x, noise, &times);
-        let out = model.forward(noised.z.clone(), noised.logsnr.clone(), labels);
-        let terms = diffusion.loss(&noised, out);
-        let loss = terms.loss.clone().mean();
-        let means = Tensor::cat(vec![loss.clone(), terms.v_mse.mean(), terms.eps_mse.mean(), terms.x_mse.mean()], 0)
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("f64 values");
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let grad_norm = clip_grad_norm(&model, &mut grads, tc.grad_clip);
-        let lr = tc.lr * if tc.warmup_samples > 0 { ((p + b as u64) as f64 / tc.warmup_samples as f64).min(1.0) } else { 1.0 };
-        if means.iter().all(|v| v.is_finite()) && grad_norm.is_finite() {
-            model = optim.step(lr, model, grads);
-            for (decay, ema) in &mut emas {
-                *ema = ema_update(ema.clone(), &model, *decay);
-            }
+        let step = trainer.step(batch, p);
+        let lr = step.lr;
+        if step.applied {
             in_a_row = 0;
-            window.add(&means, grad_norm);
+            last_loss = step.means[0];
+            window.add(&step.means, step.grad_norm);
         } else {
             state.skipped_nonfinite += 1;
             in_a_row += 1;
-            tracing::warn!(samples = p, loss = means[0], grad_norm, "non-finite update skipped");
+            tracing::warn!(samples = p, loss = step.means[0], grad_norm = step.grad_norm, "non-finite update skipped");
             if in_a_row >= tc.max_nonfinite {
                 bail!(
                     "training stopped at sample {p}: {in_a_row} non-finite updates in a row (train.max_nonfinite = {}); the last checkpoint in {} is intact",
@@ -239,16 +182,16 @@ pub fn train(run: &RunDir, data_dir: &Path, config: &RunConfig, device: &Device,
             (wait, busy) = (Duration::ZERO, Duration::ZERO);
         }
         if state.samples_seen % tc.checkpoint_every == 0 || state.samples_seen >= tc.total_samples {
-            if !all_finite(&model) {
+            if !all_finite(trainer.model()) {
                 bail!("weights became non-finite at sample {}; no checkpoint written, the last one in {} is intact", state.samples_seen, run.checkpoints().display());
             }
-            let path = checkpoint::save(&run.checkpoints(), &state, &model, &emas, &optim, tc.keep_checkpoints)?;
+            let path = checkpoint::save(&run.checkpoints(), &state, trainer.model(), &trainer.emas, &trainer.optim, tc.keep_checkpoints)?;
             tracing::info!(samples = state.samples_seen, path = %path.display(), "checkpoint");
             last_checkpoint = Some(path);
         }
     }
     bar.finish_and_clear();
-    Ok(TrainSummary { samples_seen: state.samples_seen, resumed_from, last_loss: window.last_loss, checkpoint: last_checkpoint })
+    Ok(TrainSummary { samples_seen: state.samples_seen, resumed_from, last_loss, checkpoint: last_checkpoint })
 }
 
 /// Running means over one logging interval.
@@ -256,7 +199,6 @@ pub fn train(run: &RunDir, data_dir: &Path, config: &RunConfig, device: &Device,
 struct Window {
     n: f64,
     sums: [f64; 5],
-    last_loss: f64,
 }
 
 impl Window {
@@ -265,7 +207,6 @@ impl Window {
         for (s, v) in self.sums.iter_mut().zip(means.iter().chain([grad_norm].iter())) {
             *s += v;
         }
-        self.last_loss = means[0];
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,144 @@
+//! `sid2 bench`: measured speeds, never asserted. Training steps on synthetic batches (warm-up
+//! apart from steady state, achieved FLOP/s from the analytic count), decoding against the FFmpeg
+//! command line, and a matmul peak for MFU fractions.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use model3d::network::cost;
+use serde::Serialize;
+use video_io::decode::{FrameSize, TimeRange, decode};
+
+use crate::config::RunConfig;
+use crate::loader::Batch;
+use crate::metrics::peak_rss_mib;
+use crate::trainer::Trainer;
+
+#[derive(Debug, Serialize)]
+pub struct TrainBench {
+    pub batch: usize,
+    pub warmup_steps: usize,
+    pub warmup_s: f64,
+    pub steps: usize,
+    pub step_s: f64,
+    pub samples_per_s: f64,
+    pub train_gflop_per_sample: f64,
+    pub achieved_tflops: f64,
+    pub attention_share_of_flops: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Times `warmup` then `steps` training steps of `config` on random clips.
+pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -> Result<TrainBench> {
+    let mut trainer = Trainer::new(config, device)?;
+    let (b, t, s) = (config.train.batch_size, config.data.frames, config.data.size);
+    let batch = |i: u64| Batch {
+        pixels: model3d::noise::gaussian(i, b * t * 3 * s * s).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect(),
+        labels: vec![0; b],
+    };
+    let start = Instant::now();
+    for i in 0..warmup {
+        trainer.step(batch(i as u64), (i * b) as u64);
+    }
+    let warmup_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for i in warmup..warmup + steps {
+        // Each step reads its losses back, so the clock sees finished work.
+        trainer.step(batch(i as u64), (i * b) as u64);
+    }
+    let step_s = start.elapsed().as_secs_f64() / steps.max(1) as f64;
+    let c = cost(&config.model, [t, s, s]);
+    Ok(TrainBench {
+        batch: b,
+        warmup_steps: warmup,
+        warmup_s,
+        steps,
+        step_s,
+        samples_per_s: b as f64 / step_s,
+        train_gflop_per_sample: c.train_flops() / 1e9,
+        achieved_tflops: c.train_flops() * b as f64 / step_s / 1e12,
+        attention_share_of_flops: c.attention_flops / c.forward_flops,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct MatmulBench {
+    pub n: usize,
+    pub tflops: f64,
+}
+
+/// Square matmul throughput on `device` (f32 on the CPU): the peak MFU figures are quoted against.
+pub fn matmul(device: &Device, n: usize, reps: usize) -> MatmulBench {
+    let a = Tensor::<2>::random([n, n], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<2>::random([n, n], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f32>();
+    let start = Instant::now();
+    let mut acc = Tensor::<1>::zeros([1], device);
+    for _ in 0..reps {
+        acc = acc + a.clone().matmul(b.clone()).sum().reshape([1]);
+    }
+    let _ = acc.into_scalar::<f32>();
+    let s = start.elapsed().as_secs_f64() / reps as f64;
+    MatmulBench { n, tflops: 2.0 * (n as f64).powi(3) / s / 1e12 }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecodeBench {
+    pub videos: usize,
+    pub frames: usize,
+    pub size: usize,
+    /// Decode + centre crop + area resize, one thread.
+    pub ours_frames_per_s: f64,
+    pub ours_videos_per_s: f64,
+    /// `ffmpeg -threads 1` with the same crop and area scale to raw RGB.
+    pub ffmpeg_frames_per_s: f64,
+    pub ffmpeg_videos_per_s: f64,
+}
+
+/// Decodes every video in `dir` to `size × size` with this crate and with the FFmpeg CLI, one
+/// thread each, `rounds` times.
+pub fn decode_speed(dir: &Path, size: usize, rounds: usize) -> Result<DecodeBench> {
+    let listing = video_io::datasets::video_folder(dir)?;
+    if listing.inputs.is_empty() {
+        bail!("{}: no videos", dir.display());
+    }
+    let mut frames = 0;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        frames = 0;
+        for input in &listing.inputs {
+            frames += decode(&input.path, TimeRange::default(), FrameSize::Square(size))?.frames.len();
+        }
+    }
+    let ours = start.elapsed().as_secs_f64() / rounds as f64;
+    let filter = format!("format=rgb24,crop=min(iw\\,ih):min(iw\\,ih),scale={size}:{size}:flags=area");
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for input in &listing.inputs {
+            let status = Command::new("ffmpeg")
+                .args(["-v", "error", "-threads", "1", "-filter_threads", "1", "-i"])
+                .arg(&input.path)
+                .args(["-fps_mode", "passthrough", "-an", "-vf", &filter, "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", "/dev/null"])
+                .status()
+                .context("running the ffmpeg command line")?;
+            if !status.success() {
+                bail!("ffmpeg failed on {}", input.path.display());
+            }
+        }
+    }
+    let cli = start.elapsed().as_secs_f64() / rounds as f64;
+    let n = listing.inputs.len();
+    Ok(DecodeBench {
+        videos: n,
+        frames,
+        size,
+        ours_frames_per_s: frames as f64 / ours,
+        ours_videos_per_s: n as f64 / ours,
+        ffmpeg_frames_per_s: frames as f64 / cli,
+        ffmpeg_videos_per_s: n as f64 / cli,
+    })
+}

@@ -1,0 +1,127 @@
+//! One training step and the state it updates: model, AdamW, EMAs.
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use model3d::diffusion::{Diffusion, FrameTimes};
+use model3d::noise::{gaussian, key};
+use model3d::UViT;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::RunConfig;
+use crate::loader::Batch;
+use crate::params::{clip_grad_norm, ema_update, stable_ids};
+
+pub struct Trainer {
+    /// Always `Some` between steps; taken during the optimizer update so it can work in place.
+    model: Option<UViT>,
+    pub optim: ModuleOptimizer,
+    pub emas: Vec<(f64, UViT)>,
+    diffusion: Diffusion,
+    config: RunConfig,
+    device: Device,
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepResult {
+    /// Batch means of the weighted loss and of the v-, ε- and x-MSE.
+    pub means: [f64; 4],
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// False when the loss or the gradients were not finite and the update was skipped.
+    pub applied: bool,
+}
+
+impl Trainer {
+    /// A freshly initialised model on `device` (with autodiff), seeded by `train.seed`.
+    pub fn new(config: &RunConfig, device: &Device) -> Result<Self> {
+        let tc = &config.train;
+        let device = device.clone().autodiff();
+        device.seed(tc.seed);
+        let model = stable_ids(UViT::new(&config.model, &device));
+        let optim = AdamWConfig::new()
+            .with_beta_1(tc.adam_beta1 as f32)
+            .with_beta_2(tc.adam_beta2 as f32)
+            .with_weight_decay(tc.weight_decay as f32)
+            .init();
+        let emas = tc.ema_decays.iter().map(|&d| (d, model.valid())).collect();
+        Ok(Self { model: Some(model), optim, emas, diffusion: config.diffusion.build(config.data.size)?, config: config.clone(), device })
+    }
+
+    pub fn model(&self) -> &UViT {
+        self.model.as_ref().expect("model present between steps")
+    }
+
+    /// Loads weights, optimizer state and EMAs from a verified checkpoint.
+    pub fn resume(&mut self, checkpoint: &Path) -> Result<TrainState> {
+        let state = checkpoint::verify(checkpoint)?;
+        let model = self.model.take().expect("model present between steps");
+        self.model = Some(stable_ids(checkpoint::load_module(model, &checkpoint.join("model.safetensors"))?));
+        let optim_path = checkpoint.join("optimizer.bpk");
+        self.optim = self.optim.clone().load(&optim_path).map_err(|e| anyhow::anyhow!("{}: {e:?}", optim_path.display()))?;
+        for (decay, ema) in &mut self.emas {
+            *ema = stable_ids(checkpoint::load_module(ema.clone(), &checkpoint.join(checkpoint::ema_file(*decay)))?);
+        }
+        Ok(state)
+    }
+
+    /// One update on `batch`, the batch that starts at sample `p` of the run. Everything random
+    /// (t, noise, label dropout, network dropout) is keyed by `(seed, p)`, so resumes reproduce.
+    pub fn step(&mut self, batch: Batch, p: u64) -> StepResult {
+        let (tc, dc) = (&self.config.train, &self.config.diffusion);
+        let (b, t, s) = (tc.batch_size, self.config.data.frames, self.config.data.size);
+        let n = b * t * 3 * s * s;
+        self.device.seed(key(&[tc.seed, p, 1]));
+        let mut rng = StdRng::seed_from_u64(key(&[tc.seed, p, 2]));
+        // Context frames are clean (None); target frames share the clip's t unless per-frame.
+        let times: FrameTimes = dc
+            .time_sampling
+            .draw(b, &mut rng)
+            .into_iter()
+            .map(|ct| (0..t).map(|f| (f >= dc.context_frames).then(|| if dc.per_frame_noise { rng.random() } else { ct })).collect())
+            .collect();
+        let null = self.model().null_label();
+        let labels: Vec<i64> = batch
+            .labels
+            .iter()
+            .map(|&l| match null {
+                Some(null) if rng.random::<f64>() < tc.label_dropout => null,
+                Some(_) => l,
+                None => 0,
+            })
+            .collect();
+        let shape = [b, t, 3, s, s];
+        let x = Tensor::<1>::from_data(TensorData::new(batch.pixels, [n]), &self.device).reshape(shape);
+        let noise = Tensor::<1>::from_data(TensorData::new(gaussian(key(&[tc.seed, p, 3]), n), [n]), &self.device).reshape(shape);
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
+
+        let noised = self.diffusion.noise_batch(x, noise, &times);
+        let out = self.model().forward(noised.z.clone(), noised.logsnr.clone(), labels);
+        let terms = self.diffusion.loss(&noised, out);
+        let loss = terms.loss.clone().mean();
+        let means: Vec<f64> = Tensor::cat(vec![loss.clone(), terms.v_mse.mean(), terms.eps_mse.mean(), terms.x_mse.mean()], 0)
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .expect("f64 values");
+        let means = [means[0], means[1], means[2], means[3]];
+        let mut grads = GradientsParams::from_grads(loss.backward(), self.model());
+        let grad_norm = clip_grad_norm(self.model(), &mut grads, tc.grad_clip);
+        let warmup = if tc.warmup_samples > 0 { ((p + b as u64) as f64 / tc.warmup_samples as f64).min(1.0) } else { 1.0 };
+        let lr = tc.lr * warmup;
+        let applied = means.iter().all(|v| v.is_finite()) && grad_norm.is_finite();
+        if applied {
+            let model = self.model.take().expect("model present between steps");
+            let model = self.model.insert(self.optim.step(lr, model, grads));
+            for (decay, ema) in &mut self.emas {
+                *ema = ema_update(ema.clone(), model, *decay);
+            }
+        }
+        StepResult { means, grad_norm, lr, applied }
+    }
+}
