@@ -1,10 +1,12 @@
 //! The stages of the SiD2 pipeline behind the `sid2` command.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod eval;
+pub mod frechet;
 pub mod info;
 pub mod loader;
 pub mod metrics;
@@ -12,3 +14,4 @@ pub mod params;
 pub mod quality;
 pub mod sample;
 pub mod train;
+pub mod trainer;
