@@ -84,8 +84,9 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
     let declared = stream.frames().max(0) as usize;
     let mut codec = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
         .map_err(|e| err(format!("unsupported video codec parameters: {e}")))?;
+    // One decoding thread: `prepare` runs one decoder per core.
+    codec.set_threading(ffmpeg::codec::threading::Config::count(1));
     // Report damaged data as errors instead of concealing it.
-    codec.set_threading(ffmpeg::codec::threading::Config::default());
     let mut options = ffmpeg::Dictionary::new();
     options.set("err_detect", "explode");
     let id = codec.id();
