@@ -350,9 +350,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             let report = eval::evaluate(&pred, &real, context)?;
             for q in &report.per_frame {
-                println!("frame {:2}  PSNR {:6.2} dB  SSIM {:.4}", q.frame, q.psnr_db, q.ssim);
+                println!(
+                    "frame {:2}  PSNR {:6.2} dB  SSIM {:.4}   (last context frame repeated: {:6.2} dB, {:.4})",
+                    q.frame, q.psnr_db, q.ssim, q.last_frame_psnr_db, q.last_frame_ssim
+                );
             }
-            println!("mean over {} clips: PSNR {:.2} dB, SSIM {:.4}", report.clips, report.mean_psnr_db, report.mean_ssim);
+            println!(
+                "mean over {} clips: PSNR {:.2} dB, SSIM {:.4} (last context frame repeated: {:.2} dB, {:.4})",
+                report.clips, report.mean_psnr_db, report.mean_ssim, report.last_frame_psnr_db, report.last_frame_ssim
+            );
             if let Some(path) = out {
                 write_json(&path, &report)?;
             }
