@@ -13,8 +13,9 @@ use pipeline::metrics::read;
 const SMALL: &[&str] = &[
     "--set", "data.size=16",
     "--set", "data.clips_per_video=4",
-    "--set", "train.total_samples=192",
+    "--set", "train.total_samples=288",
     "--set", "train.checkpoint_every=48",
+    "--set", "train.log_every=8",
     "--set", "train.warmup_samples=16",
 ];
 
@@ -38,7 +39,7 @@ fn prepare_train_kill_resume_sample() {
     let reference = tmp.path().join("reference");
     ok(&train_args(s(&reference), s(&data), s(&config)));
     let ref_log = read(&reference.join("metrics.jsonl")).unwrap();
-    assert_eq!(ref_log.last().unwrap().samples, 192);
+    assert_eq!(ref_log.last().unwrap().samples, 288);
     let first: f64 = ref_log[..3].iter().map(|r| r.loss).sum::<f64>() / 3.0;
     let last: f64 = ref_log[ref_log.len() - 3..].iter().map(|r| r.loss).sum::<f64>() / 3.0;
     assert!(last < 0.8 * first, "loss did not fall: {first} -> {last}");
