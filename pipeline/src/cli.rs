@@ -221,7 +221,14 @@ fn device(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
-        Backend::Cuda => Ok(Device::cuda(0)),
+        Backend::Cuda => {
+            // burn-cuda loads the driver lazily and panics on another thread without one: ask first.
+            // SAFETY: loading the NVIDIA driver library runs only its initialisers.
+            if let Err(e) = unsafe { libloading::Library::new("libcuda.so.1") } {
+                bail!("--device cuda: no NVIDIA driver on this machine ({e})");
+            }
+            Ok(Device::cuda(0))
+        }
         #[cfg(not(feature = "cuda"))]
         Backend::Cuda => bail!("this sid2 was built without CUDA: rebuild with `--features cuda`"),
     }
