@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo run --release -p pipeline --bin sid2 -- demo --out "${1:-demo-out}"
+cargo run --release --bin sid2 -- demo --out "${1:-demo-out}"
