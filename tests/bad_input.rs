@@ -59,6 +59,29 @@ fn a_flipped_byte_in_a_checkpoint_stops_resume_and_nothing_is_overwritten() {
     assert_eq!(walk(&run), before, "files changed after the failed commands");
 }
 
+#[test]
+fn non_finite_updates_are_skipped_then_training_stops_without_a_bad_checkpoint() {
+    // An absurd learning rate without clipping sends the weights to infinity within a step or two;
+    // every later update is non-finite and skipped, and after 3 in a row training stops.
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run, config) = (tmp.path().join("data"), tmp.path().join("run"), preset("tiny_video.toml"));
+    let small = ["--set", "data.size=16", "--set", "data.clips_per_video=1"];
+    let videos = shared().join("videos");
+    let mut args = vec!["prepare", "--config", s(&config), "--videos", s(&videos), "--out", s(&data)];
+    args.extend(small);
+    ok(&args);
+    let mut train = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config)];
+    train.extend(small);
+    train.extend([
+        "--set", "train.lr=1e30", "--set", "train.grad_clip=0", "--set", "train.warmup_samples=0",
+        "--set", "train.max_nonfinite=3", "--set", "train.total_samples=400", "--set", "train.checkpoint_every=400",
+    ]);
+    let err = fails(&train);
+    assert!(err.contains("3 non-finite updates in a row") && err.contains("train.max_nonfinite"), "{err}");
+    // No checkpoint was written (the only one would have come at 400 samples).
+    assert!(!run.join("checkpoints").exists() || std::fs::read_dir(run.join("checkpoints")).unwrap().next().is_none());
+}
+
 /// Every file under `dir` with its bytes.
 fn walk(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();

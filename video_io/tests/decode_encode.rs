@@ -22,6 +22,20 @@ fn frame_counts_and_sizes_agree_with_ffprobe() {
 }
 
 #[test]
+fn vp9_webm_decodes_like_ffprobe_counts() {
+    // A VP9 WebM made from a real clip with the FFmpeg command line.
+    let dir = tempfile::tempdir().unwrap();
+    let webm = dir.path().join("part_0.webm");
+    run(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&real_clips()[1]).args([
+        "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k",
+    ]).arg(&webm));
+    let (frames, width, height) = ffprobe(&webm);
+    let d = decode(&webm, TimeRange::default(), FrameSize::Square(64)).unwrap();
+    assert_eq!((d.frames.len(), width, height), (frames, 340, 256));
+    assert_eq!(d.frames[0].rgb.len(), 64 * 64 * 3);
+}
+
+#[test]
 fn native_frames_equal_ffmpeg_rgb_output_exactly_up_to_rounding() {
     // No resampling: compare with `ffmpeg -pix_fmt rgb24` with the same (bilinear) conversion.
     let path = &real_clips()[1];
