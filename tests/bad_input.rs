@@ -31,14 +31,10 @@ fn bad_configs_are_named_with_their_key() {
 #[test]
 fn a_flipped_byte_in_a_checkpoint_stops_resume_and_nothing_is_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, run, config) = (tmp.path().join("data"), tmp.path().join("run"), preset("tiny_video.toml"));
-    let small = ["--set", "data.size=16", "--set", "data.clips_per_video=1", "--set", "train.total_samples=16", "--set", "train.checkpoint_every=8", "--set", "train.log_every=8"];
-    let videos = shared().join("videos");
-    let mut args = vec!["prepare", "--config", s(&config), "--videos", s(&videos), "--out", s(&data)];
-    args.extend(small);
-    ok(&args);
+    let (data, run, config) = prepared(tmp.path());
     let mut train = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config)];
-    train.extend(small);
+    train.extend(SMALL);
+    train.extend(["--set", "train.total_samples=16", "--set", "train.checkpoint_every=8", "--set", "train.log_every=8"]);
     ok(&train);
     let latest = run.join("checkpoints/samples-000000000016");
     let weights = latest.join("model.safetensors");
@@ -64,14 +60,9 @@ fn non_finite_updates_are_skipped_then_training_stops_without_a_bad_checkpoint()
     // An absurd learning rate without clipping sends the weights to infinity within a step or two;
     // every later update is non-finite and skipped, and after 3 in a row training stops.
     let tmp = tempfile::tempdir().unwrap();
-    let (data, run, config) = (tmp.path().join("data"), tmp.path().join("run"), preset("tiny_video.toml"));
-    let small = ["--set", "data.size=16", "--set", "data.clips_per_video=1"];
-    let videos = shared().join("videos");
-    let mut args = vec!["prepare", "--config", s(&config), "--videos", s(&videos), "--out", s(&data)];
-    args.extend(small);
-    ok(&args);
+    let (data, run, config) = prepared(tmp.path());
     let mut train = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config)];
-    train.extend(small);
+    train.extend(SMALL);
     train.extend([
         "--set", "train.lr=1e30", "--set", "train.grad_clip=0", "--set", "train.warmup_samples=0",
         "--set", "train.max_nonfinite=3", "--set", "train.total_samples=400", "--set", "train.checkpoint_every=400",
@@ -80,6 +71,19 @@ fn non_finite_updates_are_skipped_then_training_stops_without_a_bad_checkpoint()
     assert!(err.contains("3 non-finite updates in a row") && err.contains("train.max_nonfinite"), "{err}");
     // No checkpoint was written (the only one would have come at 400 samples).
     assert!(!run.join("checkpoints").exists() || std::fs::read_dir(run.join("checkpoints")).unwrap().next().is_none());
+}
+
+/// tiny_video at 16x16, one clip per video.
+const SMALL: [&str; 4] = ["--set", "data.size=16", "--set", "data.clips_per_video=1"];
+
+/// The shared real clips prepared under `dir`: returns (data, run folder, config).
+fn prepared(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (data, run, config) = (dir.join("data"), dir.join("run"), preset("tiny_video.toml"));
+    let videos = shared().join("videos");
+    let mut args = vec!["prepare", "--config", s(&config), "--videos", s(&videos), "--out", s(&data)];
+    args.extend(SMALL);
+    ok(&args);
+    (data, run, config)
 }
 
 /// Every file under `dir` with its bytes.
