@@ -106,21 +106,25 @@ fn read(data: &ShardDataset, start: u64, seed: u64, flip: bool, out: SyncSender<
     for p in start.. {
         let (record, _) = data.get(order.index(p));
         let mirrored = flip && key(&[seed, p, 0xF1]) & 1 == 1;
-        // [T, H, W, C] bytes → [T, C, H, W] in [−1, 1].
         let mut pixels = vec![0f32; t * c * h * w];
-        for f in 0..t {
-            for y in 0..h {
-                for x in 0..w {
-                    let sx = if mirrored { w - 1 - x } else { x };
-                    for ch in 0..c {
-                        let v = record.pixels[((f * h + y) * w + sx) * c + ch];
-                        pixels[((f * c + ch) * h + y) * w + x] = v as f32 / 127.5 - 1.0;
-                    }
-                }
-            }
-        }
+        to_network_layout(record.pixels, [t, h, w, c], mirrored, &mut pixels);
         if out.send(Item { pixels, label: record.label as i64 }).is_err() {
             return;
+        }
+    }
+}
+
+/// Stored `[T, H, W, C]` bytes → `[T, C, H, W]` values in [−1, 1], optionally mirrored
+/// left-right, written into `out`.
+pub fn to_network_layout(bytes: &[u8], [t, h, w, c]: [usize; 4], mirrored: bool, out: &mut [f32]) {
+    for f in 0..t {
+        for y in 0..h {
+            for x in 0..w {
+                let sx = if mirrored { w - 1 - x } else { x };
+                for ch in 0..c {
+                    out[((f * c + ch) * h + y) * w + x] = bytes[((f * h + y) * w + sx) * c + ch] as f32 / 127.5 - 1.0;
+                }
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use video_io::shard::{Record, RecordLayout, write_shard};
 
 use crate::checkpoint;
 use crate::config::RunConfig;
+use crate::loader::to_network_layout;
 use crate::train::RunDir;
 
 /// Loads a run's newest checkpoint: the EMA weights of `ema` (the first EMA by default, raw
@@ -36,17 +37,10 @@ pub fn load_model(run: &RunDir, config: &RunConfig, ema: Option<Option<f64>>, de
 
 /// Packed `[T, H, W, 3]` bytes of `n` clips → `[n, T, 3, H, W]` values in [−1, 1].
 pub fn to_tensor(clips: &[&[u8]], frames: usize, side: usize, device: &Device) -> Tensor<5> {
-    let mut v = vec![0f32; clips.len() * frames * 3 * side * side];
-    for (n, clip) in clips.iter().enumerate() {
-        for f in 0..frames {
-            for y in 0..side {
-                for x in 0..side {
-                    for c in 0..3 {
-                        v[(((n * frames + f) * 3 + c) * side + y) * side + x] = clip[((f * side + y) * side + x) * 3 + c] as f32 / 127.5 - 1.0;
-                    }
-                }
-            }
-        }
+    let per_clip = frames * 3 * side * side;
+    let mut v = vec![0f32; clips.len() * per_clip];
+    for (clip, out) in clips.iter().zip(v.chunks_mut(per_clip)) {
+        to_network_layout(clip, [frames, side, side, 3], false, out);
     }
     let len = v.len();
     Tensor::<1>::from_data(TensorData::new(v, [len]), device).reshape([clips.len(), frames, 3, side, side])
@@ -175,4 +169,22 @@ pub fn write_media(out: &Path, frames: usize, side: usize, context: usize, gener
 fn context_last(clip: &[u8], k: usize, side: usize) -> Vec<u8> {
     let n = side * side * 3;
     clip[(k.max(1) - 1) * n..k.max(1) * n].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_bytes_round_trip_through_the_network_layout() {
+        let (frames, side) = (3, 4);
+        let clips: Vec<Vec<u8>> = (0..2).map(|k| (0..frames * side * side * 3).map(|i| ((i * 7 + k * 13) % 256) as u8).collect()).collect();
+        let refs: Vec<&[u8]> = clips.iter().map(Vec::as_slice).collect();
+        let x = to_tensor(&refs, frames, side, &Device::flex());
+        assert_eq!(x.dims(), [2, frames, 3, side, side]);
+        // Channel 1 of frame 2, pixel (y=1, x=3) of clip 1, in [−1, 1].
+        let v: f32 = x.clone().slice([1..2, 2..3, 1..2, 1..2, 3..4]).into_scalar();
+        assert_eq!(v, clips[1][((2 * side + 1) * side + 3) * 3 + 1] as f32 / 127.5 - 1.0);
+        assert_eq!(to_bytes(x), clips);
+    }
 }
