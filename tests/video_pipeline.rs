@@ -83,6 +83,10 @@ fn prepare_train_kill_resume_sample() {
     let out = ok(&["eval", "--pred", s(&samples.join("predictions.bin")), "--real", s(&samples.join("real.bin")), "--context", "0"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().take(5).all(|l| l.contains("PSNR 100.00 dB") && l.contains("SSIM 1.0000")), "{text}");
+    // Any video file works as the source of context frames (here the MPEG-4 AVI with audio).
+    let from_video = tmp.path().join("from_video");
+    ok(&["sample", "--run", s(&run), "--video", s(&videos.join("test.avi")), "--count", "1", "--out", s(&from_video), "--set", "sample.steps=4"]);
+    assert_eq!(frames_per_ffprobe(&from_video.join("compare-000.mp4")), 16);
     // Encoding the stored predictions again gives the same number of frames.
     let encoded = tmp.path().join("encoded");
     ok(&["encode", "--input", s(&samples.join("predictions.bin")), "--out", s(&encoded)]);
