@@ -77,7 +77,7 @@ pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, model: &M, ema
         std::fs::remove_dir_all(&final_path)?;
     }
     std::fs::rename(&tmp, &final_path).with_context(|| format!("cannot move checkpoint into {}", final_path.display()))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    video_io::atomic::sync_dir(dir);
     for old in list(dir)?.into_iter().rev().skip(keep) {
         std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove old checkpoint {}", old.display()))?;
     }

@@ -40,9 +40,8 @@ impl MetricsLog {
                 .lines()
                 .filter(|l| serde_json::from_str::<TrainRecord>(l).is_ok_and(|r| r.samples <= samples))
                 .collect();
-            let tmp = path.with_extension("jsonl.partial");
-            std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
-            std::fs::rename(&tmp, path)?;
+            let text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+            video_io::atomic::write_bytes(path, &[text.as_bytes()])?;
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(Self { path: path.to_owned(), file })

@@ -75,10 +75,7 @@ pub fn resolve_config(run: &RunDir, given: Option<RunConfig>) -> Result<RunConfi
 }
 
 fn save_config(run: &RunDir, config: &RunConfig) -> Result<()> {
-    let tmp = run.0.join(format!(".{CONFIG_FILE}.partial"));
-    std::fs::write(&tmp, config.to_toml()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, run.config()).with_context(|| format!("cannot write {}", run.config().display()))?;
-    Ok(())
+    Ok(video_io::atomic::write_bytes(&run.config(), &[config.to_toml().as_bytes()])?)
 }
 
 /// What a finished `train` call reports.

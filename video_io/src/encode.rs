@@ -1,6 +1,6 @@
 //! Writing clips as H.264 MP4 and images as PNG grids, atomically.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
@@ -74,13 +74,6 @@ impl Clip {
     }
 }
 
-/// The file name a write goes to before it is renamed into place.
-pub fn partial_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial.{ext}"))
-}
-
 /// Writes `clip` as H.264 (libx264, yuv420p, CRF 18) in an MP4 with the index at the front
 /// (faststart), `fps` frames per second. The file appears complete or not at all.
 pub fn write_mp4(path: &Path, clip: &Clip, fps: u32) -> Result<()> {
@@ -89,8 +82,7 @@ pub fn write_mp4(path: &Path, clip: &Clip, fps: u32) -> Result<()> {
     if clip.frames.is_empty() || clip.width % 2 != 0 || clip.height % 2 != 0 {
         return Err(Error::io(path, std::io::Error::other(format!("need at least one frame of even size, got {} frames of {}x{}", clip.frames.len(), clip.width, clip.height))));
     }
-    let tmp = partial_path(path);
-    let result = (|| -> Result<()> {
+    crate::atomic::write_with(path, |tmp| {
         let mut output = ffmpeg::format::output(&tmp).map_err(|e| err("cannot create MP4", e))?;
         let codec = ffmpeg::encoder::find_by_name("libx264")
             .ok_or_else(|| Error::io(path, std::io::Error::other("this FFmpeg has no libx264 encoder")))?;
@@ -147,8 +139,7 @@ pub fn write_mp4(path: &Path, clip: &Clip, fps: u32) -> Result<()> {
         write_packets(&mut encoder, &mut output)?;
         output.write_trailer().map_err(|e| err("cannot finish the MP4", e))?;
         Ok(())
-    })();
-    finish(&tmp, path, result)
+    })
 }
 
 /// Images (`side × side` RGB each) tiled into a grid of `columns`, written as PNG atomically.
@@ -163,22 +154,8 @@ pub fn write_png_grid(path: &Path, images: &[Vec<u8>], side: usize, columns: usi
             canvas[((cy + y) * w + cx) * 3..][..side * 3].copy_from_slice(&img[y * side * 3..][..side * 3]);
         }
     }
-    let tmp = partial_path(path);
-    let result = image::save_buffer_with_format(&tmp, &canvas, w as u32, h as u32, image::ColorType::Rgb8, image::ImageFormat::Png)
-        .map_err(|e| Error::io(path, std::io::Error::other(e)));
-    finish(&tmp, path, result)
-}
-
-/// Renames a finished temporary file into place, or removes it after a failure.
-fn finish(tmp: &Path, path: &Path, result: Result<()>) -> Result<()> {
-    match result {
-        Ok(()) => {
-            std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(tmp, e))?;
-            std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(tmp);
-            Err(e)
-        }
-    }
+    crate::atomic::write_with(path, |tmp| {
+        image::save_buffer_with_format(tmp, &canvas, w as u32, h as u32, image::ColorType::Rgb8, image::ImageFormat::Png)
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))
+    })
 }

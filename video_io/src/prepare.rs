@@ -13,7 +13,7 @@ use crate::datasets::{Input, InputKind, Listing};
 use crate::decode::{FrameSize, decode};
 use crate::error::{Error, Result};
 use crate::resize::{area_resize, centre_square};
-use crate::shard::{Record, RecordLayout, Shard, sync_parent, write_shard};
+use crate::shard::{Record, RecordLayout, Shard, write_shard};
 
 pub const MANIFEST: &str = "manifest.json";
 
@@ -106,19 +106,8 @@ impl Manifest {
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(MANIFEST);
-        let tmp = crate::encode::partial_path(&path);
         let text = serde_json::to_string_pretty(self).expect("manifest serialises");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        };
-        write().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_parent(&path);
-        Ok(())
+        crate::atomic::write_bytes(&dir.join(MANIFEST), &[text.as_bytes()])
     }
 }
 

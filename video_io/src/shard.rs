@@ -17,7 +17,6 @@
 //! `source` indexes the shard's source list in the manifest.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -57,10 +56,8 @@ pub struct Record<'a> {
     pub pixels: &'a [u8],
 }
 
-/// Writes a shard atomically (temporary file, fsync, rename) and returns its body checksum.
+/// Writes a shard atomically and returns its body checksum.
 pub fn write_shard<'a>(path: &Path, layout: RecordLayout, records: impl IntoIterator<Item = Record<'a>>) -> Result<u32> {
-    let io = |e| Error::io(path, e);
-    let tmp = crate::encode::partial_path(path);
     let mut body = Vec::new();
     let mut count = 0u64;
     for r in records {
@@ -81,26 +78,8 @@ pub fn write_shard<'a>(path: &Path, layout: RecordLayout, records: impl IntoIter
     header[40..44].copy_from_slice(&crc.to_le_bytes());
     let header_crc = crc32fast::hash(&header[..44]);
     header[44..48].copy_from_slice(&header_crc.to_le_bytes());
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&header)?;
-        f.write_all(&body)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    sync_parent(path);
+    crate::atomic::write_bytes(path, &[&header, &body])?;
     Ok(crc)
-}
-
-/// Makes a rename durable by syncing its directory (best effort: not every platform allows it).
-pub fn sync_parent(path: &Path) {
-    if let Some(dir) = path.parent() {
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
 }
 
 /// An open, verified shard.
@@ -185,6 +164,6 @@ mod tests {
         bytes[33] ^= 0x01;
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         assert!(Shard::open(&path).err().unwrap().to_string().contains("truncated"));
-        assert!(!crate::encode::partial_path(&path).exists());
+        assert!(!crate::atomic::partial_path(&path).exists());
     }
 }
