@@ -10,7 +10,7 @@ use ffmpeg::util::frame::video::Video as VideoFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::resize::{area_resize, centre_square};
+use crate::resize::{AreaResize, centre_square};
 
 /// Initialises FFmpeg once per process and silences its own logging: problems reach the user
 /// through our errors, which name the file.
@@ -57,8 +57,15 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    fn contains(&self, t: f64) -> bool {
-        self.start.is_none_or(|s| t >= s - 1e-6) && self.end.is_none_or(|e| t < e - 1e-6)
+    /// Tolerance for timestamps rounded through the stream's time base.
+    const EPS: f64 = 1e-6;
+
+    fn before_start(&self, t: f64) -> bool {
+        self.start.is_some_and(|s| t < s - Self::EPS)
+    }
+
+    fn past_end(&self, t: f64) -> bool {
+        self.end.is_some_and(|e| t >= e - Self::EPS)
     }
 }
 
@@ -107,6 +114,14 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
     let mut scaler = Scaler::get(decoder.format(), decoder.width(), decoder.height(), Pixel::RGB24, decoder.width(), decoder.height(), Flags::BILINEAR)
         .map_err(|e| err(format!("cannot convert pixel format {:?} to RGB: {e}", decoder.format())))?;
 
+    // Built once per video: the resampling taps depend only on the sizes.
+    let resizer = match size {
+        FrameSize::Native => None,
+        FrameSize::Square(side) => {
+            let (x0, y0, s) = centre_square(width, height);
+            Some(AreaResize::new((x0, y0, s, s), side, side))
+        }
+    };
     let mut frames = Vec::new();
     let mut decoded = VideoFrame::empty();
     let mut rgb = VideoFrame::empty();
@@ -116,14 +131,19 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
                 Ok(()) => {
                     let pts = decoded.timestamp().or(decoded.pts()).unwrap_or(0);
                     let time = (pts - start_time) as f64 * time_base;
-                    if range.end.is_some_and(|e| time >= e) {
+                    if range.past_end(time) {
                         return Ok(true);
                     }
-                    if !range.contains(time) {
+                    if range.before_start(time) {
                         continue;
                     }
                     scaler.run(&decoded, &mut rgb).map_err(|e| err(format!("pixel conversion failed: {e}")))?;
-                    frames.push(Frame { time, rgb: resize(&rgb, width, height, size) });
+                    let (data, stride) = (rgb.data(0), rgb.stride(0));
+                    let pixels = match &resizer {
+                        Some(r) => r.apply(data, stride),
+                        None => (0..height).flat_map(|y| &data[y * stride..][..width * 3]).copied().collect(),
+                    };
+                    frames.push(Frame { time, rgb: pixels });
                 }
                 Err(ffmpeg::Error::Eof) => return Ok(true),
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => return Ok(false),
@@ -157,15 +177,4 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
         FrameSize::Square(s) => (s, s),
     };
     Ok(Decoded { frames, width, height, fps })
-}
-
-fn resize(rgb: &VideoFrame, width: usize, height: usize, size: FrameSize) -> Vec<u8> {
-    let (data, stride) = (rgb.data(0), rgb.stride(0));
-    match size {
-        FrameSize::Native => (0..height).flat_map(|y| &data[y * stride..y * stride + width * 3]).copied().collect(),
-        FrameSize::Square(side) => {
-            let (x0, y0, s) = centre_square(width, height);
-            area_resize(data, stride, (x0, y0, s, s), side, side)
-        }
-    }
 }

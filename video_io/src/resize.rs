@@ -8,30 +8,48 @@ pub fn centre_square(width: usize, height: usize) -> (usize, usize, usize) {
 
 /// Area resampling: each output pixel is the mean of the source region it covers, with partial
 /// source pixels weighted by the covered fraction (the "area" filter of swscale and OpenCV).
-///
-/// `src` is `height × stride` bytes of packed RGB; the region `(x0, y0, w, h)` is resampled to
-/// `out_w × out_h`, returned packed RGB.
-pub fn area_resize(src: &[u8], stride: usize, (x0, y0, w, h): (usize, usize, usize, usize), out_w: usize, out_h: usize) -> Vec<u8> {
-    let xs = weights(w, out_w);
-    let ys = weights(h, out_h);
-    let mut out = vec![0u8; out_w * out_h * 3];
-    let mut row = vec![0f32; w * 3];
-    for (oy, ytaps) in ys.iter().enumerate() {
-        row.iter_mut().for_each(|v| *v = 0.0);
-        for &(sy, wy) in ytaps {
-            let line = &src[(y0 + sy) * stride + x0 * 3..][..w * 3];
-            for (acc, &v) in row.iter_mut().zip(line) {
-                *acc += wy * v as f32;
-            }
-        }
-        for (ox, xtaps) in xs.iter().enumerate() {
-            for c in 0..3 {
-                let v: f32 = xtaps.iter().map(|&(sx, wx)| wx * row[sx * 3 + c]).sum();
-                out[(oy * out_w + ox) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
-            }
-        }
+/// The taps depend only on the sizes, so one resampler serves every frame of a video.
+pub struct AreaResize {
+    /// Source region `(x0, y0, w, h)` inside a frame.
+    region: (usize, usize, usize, usize),
+    out: (usize, usize),
+    xs: Vec<Vec<(usize, f32)>>,
+    ys: Vec<Vec<(usize, f32)>>,
+}
+
+impl AreaResize {
+    /// Resamples the region `(x0, y0, w, h)` of each frame to `out_w × out_h`.
+    pub fn new(region: (usize, usize, usize, usize), out_w: usize, out_h: usize) -> Self {
+        Self { region, out: (out_w, out_h), xs: weights(region.2, out_w), ys: weights(region.3, out_h) }
     }
-    out
+
+    /// `src` is packed RGB rows of `stride` bytes; returns packed RGB `out_w × out_h`.
+    pub fn apply(&self, src: &[u8], stride: usize) -> Vec<u8> {
+        let ((x0, y0, w, _), (out_w, out_h)) = (self.region, self.out);
+        let mut out = vec![0u8; out_w * out_h * 3];
+        let mut row = vec![0f32; w * 3];
+        for (oy, ytaps) in self.ys.iter().enumerate() {
+            row.iter_mut().for_each(|v| *v = 0.0);
+            for &(sy, wy) in ytaps {
+                let line = &src[(y0 + sy) * stride + x0 * 3..][..w * 3];
+                for (acc, &v) in row.iter_mut().zip(line) {
+                    *acc += wy * v as f32;
+                }
+            }
+            for (ox, xtaps) in self.xs.iter().enumerate() {
+                for c in 0..3 {
+                    let v: f32 = xtaps.iter().map(|&(sx, wx)| wx * row[sx * 3 + c]).sum();
+                    out[(oy * out_w + ox) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One-off [`AreaResize`] of the region `(x0, y0, w, h)` of `src` (rows of `stride` bytes).
+pub fn area_resize(src: &[u8], stride: usize, region: (usize, usize, usize, usize), out_w: usize, out_h: usize) -> Vec<u8> {
+    AreaResize::new(region, out_w, out_h).apply(src, stride)
 }
 
 /// For each output cell, the source indices it overlaps and their normalised overlap weights.
