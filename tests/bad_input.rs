@@ -32,8 +32,7 @@ fn bad_configs_are_named_with_their_key() {
 fn a_flipped_byte_in_a_checkpoint_stops_resume_and_nothing_is_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, run, config) = prepared(tmp.path());
-    let mut train = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config)];
-    train.extend(SMALL);
+    let mut train = train_command(&data, &run, &config);
     train.extend(["--set", "train.total_samples=16", "--set", "train.checkpoint_every=8", "--set", "train.log_every=8"]);
     ok(&train);
     let latest = run.join("checkpoints/samples-000000000016");
@@ -61,8 +60,7 @@ fn non_finite_updates_are_skipped_then_training_stops_without_a_bad_checkpoint()
     // every later update is non-finite and skipped, and after 3 in a row training stops.
     let tmp = tempfile::tempdir().unwrap();
     let (data, run, config) = prepared(tmp.path());
-    let mut train = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config)];
-    train.extend(SMALL);
+    let mut train = train_command(&data, &run, &config);
     train.extend([
         "--set", "train.lr=1e30", "--set", "train.grad_clip=0", "--set", "train.warmup_samples=0",
         "--set", "train.max_nonfinite=3", "--set", "train.total_samples=400", "--set", "train.checkpoint_every=400",
@@ -84,6 +82,13 @@ fn prepared(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, s
     args.extend(SMALL);
     ok(&args);
     (data, run, config)
+}
+
+/// `sid2 train` on the prepared data with the same small settings.
+fn train_command<'a>(data: &'a std::path::Path, run: &'a std::path::Path, config: &'a std::path::Path) -> Vec<&'a str> {
+    let mut args = vec!["train", "--run", s(run), "--data", s(data), "--config", s(config)];
+    args.extend(SMALL);
+    args
 }
 
 /// Every file under `dir` with its bytes.

@@ -315,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (None, None) => bail!("this run predicts from {k} context frames: give --data or --video"),
             };
-            let (generated, stats) = generate(&model, &config, &config.sample, real.as_deref(), &labels, seed, batch, &device, progress)?;
+            let (generated, stats) = generate(&model, &config, real.as_deref(), &labels, seed, batch, &device, progress)?;
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             save_clips(&out.join("predictions.bin"), frames, side, &generated, &labels)?;
             if let Some(real) = &real {

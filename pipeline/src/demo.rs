@@ -43,7 +43,7 @@ pub fn run(clips: &Path, out: &Path, overrides: &[String], count: usize, device:
     let count = count.min(dataset.len());
     let real: Vec<Vec<u8>> = (0..count).map(|i| dataset.get(i).0.pixels.to_vec()).collect();
     let labels = vec![0i64; count];
-    let (generated, stats) = generate(&model, &config, &config.sample, Some(&real), &labels, config.train.seed, 4, device, progress)?;
+    let (generated, stats) = generate(&model, &config, Some(&real), &labels, config.train.seed, 4, device, progress)?;
     let samples = out.join("samples");
     std::fs::create_dir_all(&samples)?;
     let (frames, side, k) = (config.data.frames, config.data.size, config.diffusion.context_frames);

@@ -81,7 +81,6 @@ pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_nor
     let mut ids = Ids::default();
     model.visit(&mut ids);
     let mut squares: Option<Tensor<1>> = None;
-    let mut flat = Vec::new();
     for &(id, rank) in &ids.0 {
         if let Some(g) = grad_flat(grads, id, rank) {
             let s = g.clone().square().sum();
@@ -89,7 +88,6 @@ pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_nor
                 Some(acc) => acc + s,
                 None => s,
             });
-            flat.push(id);
         }
     }
     let norm = squares.map_or(0.0, |s| s.into_scalar::<f64>().sqrt());

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use model3d::sampler::sample;
-use model3d::{SampleRequest, SampleStats, SamplerConfig, UViT};
+use model3d::{SampleRequest, SampleStats, UViT};
 use video_io::encode::{Clip, write_mp4, write_png_grid};
 use video_io::shard::{Record, RecordLayout, write_shard};
 
@@ -68,13 +68,13 @@ pub fn to_bytes(x: Tensor<5>) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Generates one clip per entry of `labels`, holding the first `context` frames of `real`
-/// (when given) fixed. Clip `i` draws its noise from `(seed, i)`.
+/// Generates one clip per entry of `labels` with the `[sample]` settings of `config`, holding the
+/// first `diffusion.context_frames` frames of `real` (when given) fixed. Clip `i` draws its noise
+/// from `(seed, i)`.
 #[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &UViT,
     config: &RunConfig,
-    sampler: &SamplerConfig,
     real: Option<&[Vec<u8>]>,
     labels: &[i64],
     seed: u64,
@@ -105,7 +105,7 @@ pub fn generate(
             seed,
             first_index: start as u64,
         };
-        let (clips, s) = sample(model, &diffusion.schedule, diffusion.prediction, sampler, &request, device);
+        let (clips, s) = sample(model, &diffusion.schedule, diffusion.prediction, &config.sample, &request, device);
         stats.evaluations = s.evaluations;
         stats.skipped_unconditional = s.skipped_unconditional;
         out.extend(to_bytes(clips));

@@ -1,6 +1,7 @@
 //! Turning listed inputs into shards, in parallel, resumably, with a manifest of everything done
 //! and everything skipped.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -152,8 +153,11 @@ pub fn prepare(listing: &Listing, config: &PrepareConfig, out: &Path, workers: u
         // Keep only shards that are still whole; the others are redone.
         let mut kept = old.clone();
         kept.shards.retain(|s| Shard::open(&out.join(&s.file)).is_ok_and(|sh| sh.crc == s.crc32));
-        let kept_chunks: Vec<usize> = kept.shards.iter().map(|s| s.chunk).collect();
-        kept.skipped.retain(|s| listing.inputs.iter().position(|i| i.path == s.path).is_none_or(|i| kept_chunks.contains(&(i / config.inputs_per_shard))));
+        // Skips recorded for chunks being redone are recorded again when they are redone.
+        let kept_chunks: HashSet<usize> = kept.shards.iter().map(|s| s.chunk).collect();
+        let chunk_of: HashMap<&Path, usize> =
+            listing.inputs.iter().enumerate().map(|(i, input)| (input.path.as_path(), i / config.inputs_per_shard)).collect();
+        kept.skipped.retain(|s| chunk_of.get(s.path.as_path()).is_none_or(|c| kept_chunks.contains(c)));
         report.chunks_resumed = kept.shards.len();
         kept
     } else {
