@@ -55,26 +55,28 @@ pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, model: &M, ema
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
     }
-    std::fs::create_dir_all(&tmp)?;
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     save_module(model, &tmp.join("model.safetensors"))?;
     for (decay, ema) in emas {
         save_module(ema, &tmp.join(ema_file(*decay)))?;
     }
-    optim.save(tmp.join("optimizer.bpk")).map_err(|e| anyhow!("cannot write optimizer state: {e:?}"))?;
+    let optim_path = tmp.join("optimizer.bpk");
+    optim.save(&optim_path).map_err(|e| anyhow!("cannot write {}: {e:?}", optim_path.display()))?;
     let mut state = state.clone();
     state.files.clear();
-    for entry in std::fs::read_dir(&tmp)? {
-        let path = entry?.path();
-        let bytes = std::fs::read(&path)?;
-        std::fs::File::open(&path)?.sync_all()?;
+    let listing = std::fs::read_dir(&tmp).with_context(|| format!("cannot list {}", tmp.display()))?;
+    for entry in listing {
+        let path = entry.with_context(|| format!("cannot list {}", tmp.display()))?.path();
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read back {}", path.display()))?;
+        sync_file(&path)?;
         state.files.insert(path.file_name().unwrap().to_string_lossy().into_owned(), crc32fast::hash(&bytes));
     }
     let state_path = tmp.join("state.json");
-    std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)?;
-    std::fs::File::open(&state_path)?.sync_all()?;
+    std::fs::write(&state_path, serde_json::to_string_pretty(&state)?).with_context(|| format!("cannot write {}", state_path.display()))?;
+    sync_file(&state_path)?;
     let final_path = dir.join(&name);
     if final_path.exists() {
-        std::fs::remove_dir_all(&final_path)?;
+        std::fs::remove_dir_all(&final_path).with_context(|| format!("cannot replace {}", final_path.display()))?;
     }
     std::fs::rename(&tmp, &final_path).with_context(|| format!("cannot move checkpoint into {}", final_path.display()))?;
     video_io::atomic::sync_dir(dir);
@@ -84,6 +86,10 @@ pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, model: &M, ema
     Ok(final_path)
 }
 
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", path.display()))
+}
+
 /// Complete checkpoints, oldest first.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.exists() {
@@ -91,7 +97,7 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
+        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if let Some(n) = name.strip_prefix(PREFIX).and_then(|n| n.parse().ok()) {
             found.push((n, path));

@@ -45,7 +45,7 @@ pub fn run(clips: &Path, out: &Path, overrides: &[String], count: usize, device:
     let labels = vec![0i64; count];
     let (generated, stats) = generate(&model, &config, Some(&real), &labels, config.train.seed, 4, device, progress)?;
     let samples = out.join("samples");
-    std::fs::create_dir_all(&samples)?;
+    std::fs::create_dir_all(&samples).with_context(|| format!("cannot create {}", samples.display()))?;
     let (frames, side, k) = (config.data.frames, config.data.size, config.diffusion.context_frames);
     save_clips(&samples.join("predictions.bin"), frames, side, &generated, &labels)?;
     save_clips(&samples.join("real.bin"), frames, side, &real, &labels)?;
@@ -59,7 +59,7 @@ pub fn run(clips: &Path, out: &Path, overrides: &[String], count: usize, device:
     ));
     let report = evaluate(&samples.join("predictions.bin"), &samples.join("real.bin"), k)?;
     let eval = samples.join("eval.json");
-    std::fs::write(&eval, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(&eval, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", eval.display()))?;
     lines.push(format!(
         "predicted frames vs real: PSNR {:.2} dB, SSIM {:.3}; repeating the last context frame: {:.2} dB, {:.3} ({})",
         report.mean_psnr_db,
