@@ -5,6 +5,7 @@
 //! (a pure function of z, λ and the class), and [`sampler`].
 
 pub mod diffusion;
+pub mod features;
 pub mod network;
 pub mod noise;
 pub mod sampler;
