@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::RunConfig;
 use crate::sample::{generate, load_model, save_clips, write_media};
 use crate::train::{RunDir, resolve_config, train};
+use crate::fidelity::{self, Metric};
 use crate::{bench, demo, eval, info};
 use video_io::datasets::{Input, InputKind, image_folder, kinetics, read_class_list, read_kinetics_csv, video_folder};
 use video_io::decode::TimeRange;
@@ -126,7 +127,7 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         upscale: usize,
     },
-    /// PSNR and SSIM of predicted against real continuations.
+    /// PSNR and SSIM of predicted against real continuations; FVD and FID given the weights.
     Eval {
         #[arg(long)]
         pred: PathBuf,
@@ -137,12 +138,15 @@ enum Command {
         /// Also write the report here as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// I3D weights for FVD (not available yet).
+        /// FVD with these I3D weights (pytorch-i3d's rgb_imagenet.pt).
         #[arg(long)]
         i3d: Option<PathBuf>,
-        /// Inception-v3 weights for FID (not available yet).
+        /// FID with these Inception-v3 weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth).
         #[arg(long)]
         inception: Option<PathBuf>,
+        /// Clips per feature-network batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
     },
     /// Resolved config, parameter count and GFLOPs per forward pass.
     Info {
@@ -351,11 +355,12 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", p.display());
             }
         }
-        Command::Eval { pred, real, context, out, i3d, inception } => {
-            if let Some(w) = i3d.or(inception) {
-                bail!("{}: FVD/FID feature networks are not implemented yet; PSNR and SSIM need no weights", w.display());
+        Command::Eval { pred, real, context, out, i3d, inception, batch } => {
+            let mut report = eval::evaluate(&pred, &real, context)?;
+            let networks = [(Metric::Fvd, i3d), (Metric::Fid, inception)];
+            for (metric, weights) in networks.into_iter().filter_map(|(m, w)| Some((m, w?))) {
+                report.frechet.push(fidelity::score(metric, &weights, &pred, &real, batch, &device(cli.device)?, progress)?);
             }
-            let report = eval::evaluate(&pred, &real, context)?;
             for q in &report.per_frame {
                 println!(
                     "frame {:2}  PSNR {:6.2} dB  SSIM {:.4}   (last context frame repeated: {:6.2} dB, {:.4})",
@@ -366,6 +371,17 @@ fn run(cli: Cli) -> Result<()> {
                 "mean over {} clips: PSNR {:.2} dB, SSIM {:.4} (last context frame repeated: {:.2} dB, {:.4})",
                 report.clips, report.mean_psnr_db, report.mean_ssim, report.last_frame_psnr_db, report.last_frame_ssim
             );
+            for f in &report.frechet {
+                let source = if f.real_stats_cached { "cached" } else { "computed, now cached" };
+                println!(
+                    "{:?} {:.2}  ({} generated vs {} real feature vectors; real statistics {source} in {})",
+                    f.metric,
+                    f.value,
+                    f.generated_samples,
+                    f.real_samples,
+                    f.real_stats.display()
+                );
+            }
             if let Some(path) = out {
                 write_json(&path, &report)?;
             }

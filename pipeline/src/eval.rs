@@ -1,4 +1,5 @@
-//! `sid2 eval`: per-frame PSNR and SSIM of predicted continuations against the real ones.
+//! `sid2 eval`: per-frame PSNR and SSIM of predicted continuations against the real ones
+//! (FVD and FID, which need weights, are in [`crate::fidelity`]).
 
 use std::path::Path;
 
@@ -6,6 +7,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 use video_io::shard::Shard;
 
+use crate::fidelity::FrechetScore;
 use crate::quality::{psnr, ssim};
 
 /// Mean quality per predicted frame position, over all clips.
@@ -28,6 +30,8 @@ pub struct EvalReport {
     pub mean_ssim: f64,
     pub last_frame_psnr_db: f64,
     pub last_frame_ssim: f64,
+    /// FVD and FID, when their weights were given.
+    pub frechet: Vec<FrechetScore>,
 }
 
 /// Compares frames `context..T` of each predicted clip with the real clip at the same index.
@@ -76,6 +80,7 @@ pub fn evaluate(predictions: &Path, real: &Path, context: usize) -> Result<EvalR
         last_frame_psnr_db: per_frame.iter().map(|q| q.last_frame_psnr_db).sum::<f64>() / m,
         last_frame_ssim: per_frame.iter().map(|q| q.last_frame_ssim).sum::<f64>() / m,
         per_frame,
+        frechet: Vec::new(),
     })
 }
 

@@ -3,9 +3,9 @@
 //!
 //! `d² = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁^{½} Σ₂ Σ₁^{½})^{½})`
 //!
-//! All in f64. Matrix square roots go through symmetric eigendecompositions with negative
-//! eigenvalues (round-off on rank-deficient covariances) clamped to zero, so near-singular
-//! covariances give a finite distance instead of NaN.
+//! All in f64. The trace term goes through a pivoted Cholesky factor and a symmetric
+//! eigenvalue decomposition, with negative eigenvalues (round-off on rank-deficient
+//! covariances) clamped to zero, so near-singular covariances give a finite distance, not NaN.
 
 use anyhow::{Result, bail};
 use nalgebra::{DMatrix, DVector};
@@ -35,22 +35,51 @@ impl Gaussian {
     }
 }
 
-/// Symmetric PSD square root: `V diag(√max(λ, 0)) Vᵀ`.
-fn sqrt_psd(m: &DMatrix<f64>) -> DMatrix<f64> {
-    let sym = (m + m.transpose()) * 0.5;
-    let eig = sym.symmetric_eigen();
-    let roots = eig.eigenvalues.map(|l| l.max(0.0).sqrt());
-    &eig.eigenvectors * DMatrix::from_diagonal(&roots) * eig.eigenvectors.transpose()
+/// Pivoted Cholesky factor of a PSD matrix (Higham 2009, §2): `L` (d × r) with `m ≈ L Lᵀ`,
+/// pivoting on the largest remaining diagonal and stopping once it falls below `tol`, so `r` is
+/// the numerical rank and rank-deficient covariances (fewer samples than features) stay exact.
+fn pivoted_cholesky(m: &DMatrix<f64>, tol: f64) -> DMatrix<f64> {
+    let d = m.nrows();
+    let mut residual: Vec<f64> = m.diagonal().iter().copied().collect();
+    let mut pivoted = vec![false; d];
+    let mut l = DMatrix::<f64>::zeros(d, d);
+    let mut rank = 0;
+    while rank < d {
+        let Some((p, &largest)) = residual.iter().enumerate().filter(|(i, _)| !pivoted[*i]).max_by(|a, b| a.1.total_cmp(b.1)) else { break };
+        if largest <= tol {
+            break;
+        }
+        // Column `rank`: (m[:, p] − L[:, :rank] · L[p, :rank]ᵀ) / √residual[p]; rows already
+        // pivoted are fitted exactly and stay zero.
+        let fitted = l.columns(0, rank) * l.row(p).columns(0, rank).transpose();
+        let root = largest.sqrt();
+        for i in 0..d {
+            if !pivoted[i] {
+                let v = (m[(i, p)] - fitted[i]) / root;
+                l[(i, rank)] = v;
+                residual[i] -= v * v;
+            }
+        }
+        pivoted[p] = true;
+        rank += 1;
+    }
+    l.columns(0, rank).into_owned()
 }
 
 /// The squared Fréchet distance `d²` between two Gaussians.
+///
+/// `tr (Σ₁^{½} Σ₂ Σ₁^{½})^{½} = tr (Σ₁Σ₂)^{½}`, and with `Σ₂ = L Lᵀ` the matrix `Σ₁Σ₂` has the
+/// non-zero eigenvalues of the symmetric PSD `Lᵀ Σ₁ L` (r × r): one factorisation and one
+/// eigenvalue-only decomposition, no eigenvectors.
 pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64> {
     if a.mean.len() != b.mean.len() {
         bail!("feature sizes differ: {} and {}", a.mean.len(), b.mean.len());
     }
-    let s = sqrt_psd(&a.cov);
-    let middle = &s * &b.cov * &s;
-    let cross = middle.symmetric_eigen().eigenvalues.iter().map(|l| l.max(0.0).sqrt()).sum::<f64>();
+    let scale = b.cov.diagonal().max().max(f64::MIN_POSITIVE);
+    let l = pivoted_cholesky(&b.cov, 1e-12 * scale);
+    let middle = l.transpose() * &a.cov * &l;
+    let middle = (&middle + middle.transpose()) * 0.5;
+    let cross = middle.symmetric_eigenvalues().iter().map(|v| v.max(0.0).sqrt()).sum::<f64>();
     let d = (&a.mean - &b.mean).norm_squared() + a.cov.trace() + b.cov.trace() - 2.0 * cross;
     Ok(d.max(0.0))
 }
@@ -87,6 +116,16 @@ mod tests {
         assert!((frechet_distance(&a, &b).unwrap() - expected).abs() < 1e-10);
         // Symmetric in its arguments.
         assert!((frechet_distance(&b, &a).unwrap() - expected).abs() < 1e-10);
+    }
+
+    #[test]
+    fn a_singular_covariance_has_the_closed_form() {
+        // Σ₂ = diag(4, 0) has rank 1: Σ₁Σ₂ = [[8, 0], [2, 0]], eigenvalues 8 and 0.
+        let a = gaussian(&[1.0, 0.0], &[2.0, 0.5, 0.5, 1.0]);
+        let b = gaussian(&[0.0, 0.0], &[4.0, 0.0, 0.0, 0.0]);
+        let expected = 1.0 + 3.0 + 4.0 - 2.0 * 8f64.sqrt();
+        assert!((frechet_distance(&a, &b).unwrap() - expected).abs() < 1e-12);
+        assert!((frechet_distance(&b, &a).unwrap() - expected).abs() < 1e-12);
     }
 
     #[test]

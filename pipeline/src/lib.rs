@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod eval;
+pub mod fidelity;
 pub mod frechet;
 pub mod info;
 pub mod loader;

@@ -13,6 +13,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, conv3d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
 
+use super::HE;
 use super::resize::{SampleGrid, resize_bilinear};
 
 /// Kinetics-400 classes: the width of the logits, and of the FVD features.
@@ -76,7 +77,7 @@ pub struct Unit3d {
 impl Unit3d {
     fn new(c_in: usize, c_out: usize, kernel: [usize; 3], stride: [usize; 3], device: &Device) -> Self {
         Self {
-            conv3d: Conv3dConfig::new([c_in, c_out], kernel).with_stride(stride).with_bias(false).init(device),
+            conv3d: Conv3dConfig::new([c_in, c_out], kernel).with_stride(stride).with_bias(false).with_initializer(HE).init(device),
             bn: Some(BatchNormConfig::new(c_out).with_epsilon(1e-3).init(device)),
             kernel,
             stride,

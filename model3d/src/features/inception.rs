@@ -14,6 +14,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
+use super::HE;
 use super::resize::{SampleGrid, resize_bilinear};
 
 /// Width of the pool features: the FID feature dimension.
@@ -37,6 +38,7 @@ impl BasicConv2d {
                 .with_stride([stride; 2])
                 .with_padding(PaddingConfig2d::Explicit(ph, pw, ph, pw))
                 .with_bias(false)
+                .with_initializer(HE)
                 .init(device),
             bn: BatchNormConfig::new(c_out).with_epsilon(1e-3).init(device),
         }

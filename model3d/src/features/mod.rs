@@ -14,6 +14,13 @@ pub mod inception;
 pub mod resize;
 pub mod weights;
 
+use burn::nn::Initializer;
+
+/// Fresh convolution weights: He initialisation (He et al. 2015, std √(2/fan_in)), which keeps
+/// activations at their scale through a ReLU stack. burn's default shrinks them layer by layer
+/// into subnormal floats, which CPUs compute very slowly.
+const HE: Initializer = Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: false };
+
 pub use i3d::I3d;
 pub use inception::FidInception;
 pub use weights::{Pretrained, WeightsError};
