@@ -116,7 +116,7 @@ fn i3d_logits_match_pytorch_i3d() {
     let got: Vec<f32> = logits.into_data().try_to_vec().unwrap();
     let expected = reference_values("i3d_reference.json", "logits").concat();
     let err = relative_error(&got, &expected);
-    assert!(err < 1e-4, "relative error {err}: {:?} vs {:?}", &got[..4], &expected[..4]);
+    assert!(err < 1e-5, "relative error {err}: {:?} vs {:?}", &got[..4], &expected[..4]);
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn inception_features_match_pytorch_fid_including_the_resize() {
     let got: Vec<f32> = features.into_data().try_to_vec().unwrap();
     let expected = reference_values("inception_fid_reference.json", "features").concat();
     let err = relative_error(&got, &expected);
-    assert!(err < 1e-4, "relative error {err}: {:?} vs {:?}", &got[..4], &expected[..4]);
+    assert!(err < 1e-5, "relative error {err}: {:?} vs {:?}", &got[..4], &expected[..4]);
 }
 
 #[test]
