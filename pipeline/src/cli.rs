@@ -243,6 +243,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Prepare { config, out, videos, images, kinetics_csv, kinetics_root, classes, workers, overrides } => {
             let config = RunConfig::load(&config, &overrides)?;
+            if images.is_none() && !video_io::FFMPEG {
+                bail!(video_io::NO_FFMPEG);
+            }
             let listing = match (videos, images, kinetics_csv) {
                 (Some(dir), _, _) => video_folder(&dir)?,
                 (_, Some(dir), _) => image_folder(&dir)?,
@@ -325,7 +328,13 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(real) = &real {
                 save_clips(&out.join("real.bin"), frames, side, real, &labels)?;
             }
-            let media = write_media(&out, frames, side, k, &generated, real.as_deref(), fps, upscale)?;
+            let media = match video_io::FFMPEG || frames == 1 {
+                true => write_media(&out, frames, side, k, &generated, real.as_deref(), fps, upscale)?,
+                false => {
+                    eprintln!("no MP4s from a build without FFmpeg: run `sid2 encode --input predictions.bin` where FFmpeg is");
+                    Default::default()
+                }
+            };
             println!(
                 "{} samples from {} ({} network passes each, {} unconditional passes skipped outside the guidance interval) in {}",
                 generated.len(),
@@ -405,6 +414,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("{report}");
         }
         Command::Demo { out, clips, count, overrides } => {
+            if !video_io::FFMPEG {
+                bail!(video_io::NO_FFMPEG);
+            }
             let report = demo::run(&clips, &out, &overrides, count, &device(cli.device)?, progress)?;
             for line in &report.lines {
                 println!("{line}");

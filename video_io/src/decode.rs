@@ -1,19 +1,26 @@
 //! Decoding video files with FFmpeg (ffmpeg-next) into small square RGB frames.
 
 use std::path::Path;
+#[cfg(feature = "ffmpeg")]
 use std::sync::Once;
 
+#[cfg(feature = "ffmpeg")]
+use ffmpeg::{
+    format::Pixel,
+    software::scaling::{Context as Scaler, Flags},
+    util::frame::video::Video as VideoFrame,
+};
+#[cfg(feature = "ffmpeg")]
 use ffmpeg_next as ffmpeg;
-use ffmpeg::format::Pixel;
-use ffmpeg::software::scaling::{Context as Scaler, Flags};
-use ffmpeg::util::frame::video::Video as VideoFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+#[cfg(feature = "ffmpeg")]
 use crate::resize::{AreaResize, centre_square};
 
 /// Initialises FFmpeg once per process and silences its own logging: problems reach the user
 /// through our errors, which name the file.
+#[cfg(feature = "ffmpeg")]
 pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
@@ -56,6 +63,7 @@ pub struct TimeRange {
     pub end: Option<f64>,
 }
 
+#[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
 impl TimeRange {
     /// Tolerance for timestamps rounded through the stream's time base.
     const EPS: f64 = 1e-6;
@@ -72,6 +80,15 @@ impl TimeRange {
 /// Decodes the frames of the best video stream of `path` that fall in `range`. Audio and other
 /// streams are ignored. Any decoding error (corrupt packet, truncated stream) fails the whole file:
 /// a clip with a damaged frame is not training data.
+#[cfg(not(feature = "ffmpeg"))]
+pub fn decode(path: &Path, _range: TimeRange, _size: FrameSize) -> Result<Decoded> {
+    Err(Error::input(path, crate::NO_FFMPEG))
+}
+
+/// Decodes the frames of the best video stream of `path` that fall in `range`. Audio and other
+/// streams are ignored. Any decoding error (corrupt packet, truncated stream) fails the whole file:
+/// a clip with a damaged frame is not training data.
+#[cfg(feature = "ffmpeg")]
 pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded> {
     init();
     let err = |reason: String| Error::input(path, reason);

@@ -2,11 +2,16 @@
 
 use std::path::Path;
 
+#[cfg(feature = "ffmpeg")]
+use ffmpeg::{
+    format::Pixel,
+    software::scaling::{Context as Scaler, Flags},
+    util::frame::video::Video as VideoFrame,
+};
+#[cfg(feature = "ffmpeg")]
 use ffmpeg_next as ffmpeg;
-use ffmpeg::format::Pixel;
-use ffmpeg::software::scaling::{Context as Scaler, Flags};
-use ffmpeg::util::frame::video::Video as VideoFrame;
 
+#[cfg(feature = "ffmpeg")]
 use crate::decode::init;
 use crate::error::{Error, Result};
 
@@ -76,6 +81,14 @@ impl Clip {
 
 /// Writes `clip` as H.264 (libx264, yuv420p, CRF 18) in an MP4 with the index at the front
 /// (faststart), `fps` frames per second. The file appears complete or not at all.
+#[cfg(not(feature = "ffmpeg"))]
+pub fn write_mp4(path: &Path, _clip: &Clip, _fps: u32) -> Result<()> {
+    Err(Error::io(path, std::io::Error::other(crate::NO_FFMPEG)))
+}
+
+/// Writes `clip` as H.264 (libx264, yuv420p, CRF 18) in an MP4 with the index at the front
+/// (faststart), `fps` frames per second. The file appears complete or not at all.
+#[cfg(feature = "ffmpeg")]
 pub fn write_mp4(path: &Path, clip: &Clip, fps: u32) -> Result<()> {
     init();
     let err = |what: &str, e: ffmpeg::Error| Error::io(path, std::io::Error::other(format!("{what}: {e}")));
