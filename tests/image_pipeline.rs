@@ -1,5 +1,6 @@
 //! The image pipeline end to end: the real JPEG frames as a two-class image folder → prepare →
-//! train tiny_image → a class-conditional PNG grid with interval guidance.
+//! train tiny_image in mixed precision (bf16 compute, f32 weights) → a class-conditional PNG
+//! grid with interval guidance, sampled in bf16 too.
 
 mod common;
 
@@ -22,9 +23,17 @@ fn two_class_images_to_a_png_grid() {
     args.extend(small);
     let stdout = String::from_utf8(ok(&args).stdout).unwrap();
     assert!(stdout.starts_with("10 records"), "{stdout}");
-    let mut args = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config)];
+    let mut args = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config), "--set", "train.precision=bf16"];
     args.extend(small);
     ok(&args);
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(saved.contains("precision = \"bf16\""), "{saved}");
+    let losses: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect();
+    assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite()), "{losses:?}");
     let stdout = String::from_utf8(ok(&["sample", "--run", s(&run), "--out", s(&out), "--count", "2", "--set", "sample.steps=8", "--upscale", "2"]).stdout).unwrap();
     // Two classes × two images, guidance only inside its interval: some unconditional passes skipped.
     assert!(stdout.starts_with("4 samples"), "{stdout}");

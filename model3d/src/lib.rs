@@ -12,6 +12,6 @@ pub mod sampler;
 pub mod schedule;
 
 pub use diffusion::{Diffusion, LossTerms, LossWeighting, NoisedBatch, Prediction, TimeSampling};
-pub use network::{BlockKind, Cost, UViT, UViTConfig};
+pub use network::{BlockKind, Cost, Precision, UViT, UViTConfig};
 pub use sampler::{Denoiser, GuidanceInterval, SampleRequest, SampleStats, SamplerConfig, SamplerKind};
 pub use schedule::{Schedule, ScheduleConfig};

@@ -18,8 +18,9 @@ pub trait Denoiser {
 }
 
 impl Denoiser for crate::network::UViT {
+    /// The prediction in f32 whatever the network computes in: the sampler's updates are f32.
     fn predict(&self, z: Tensor<5>, logsnr: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<5> {
-        self.forward(z, logsnr, labels)
+        self.forward(z, logsnr, labels).cast(burn::tensor::DType::F32)
     }
     fn null_label(&self) -> Option<i64> {
         crate::network::UViT::null_label(self)

@@ -42,7 +42,7 @@ fn output_shapes_for_an_image_and_a_video() {
 fn trained_branches_mix_frames_only_at_transformer_levels() {
     // Perturb the weights so branches are live; then a change in frame 0 reaches frame 2 (joint
     // space-time attention), while a ResBlock-only network keeps frames independent.
-    let perturb = |net: UViT| net.map(&mut Jitter);
+    let perturb = |net: UViT| net.map(&mut common::Jitter);
     let x = randn([1, 3, 3, 8, 8], 3);
     let mut x2 = x.clone().to_data().try_to_vec::<f32>().unwrap();
     x2[0] += 1.0; // first pixel of frame 0
@@ -62,18 +62,6 @@ fn trained_branches_mix_frames_only_at_transformer_levels() {
 }
 
 /// Adds small deterministic noise to every parameter.
-struct Jitter;
-impl burn::module::ModuleMapper for Jitter {
-    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let n = tensor.shape().num_elements();
-        let noise = Tensor::<1>::from_data(TensorData::new(model3d::noise::gaussian(n as u64, n), [n]), &tensor.device())
-            .reshape(tensor.shape())
-            .mul_scalar(0.05);
-        burn::module::Param::from_mapped_value(id, tensor + noise, mapper)
-    }
-}
-
 #[test]
 fn analytic_parameter_count_matches_the_module() {
     for classes in [0, 10] {

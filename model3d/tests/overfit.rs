@@ -7,10 +7,22 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use common::{real_clip, small_config};
-use model3d::{Diffusion, LossWeighting, Prediction, ScheduleConfig, UViT};
+use burn::tensor::DType;
+use model3d::network::compute_copy;
+use model3d::{Diffusion, LossWeighting, Precision, Prediction, ScheduleConfig, UViT};
 
 #[test]
 fn tiny_model_overfits_a_real_clip() {
+    overfits(Precision::F32);
+}
+
+/// The same in mixed precision: bf16 compute, f32 master weights, loss and AdamW.
+#[test]
+fn tiny_model_overfits_a_real_clip_in_bf16() {
+    overfits(Precision::Bf16);
+}
+
+fn overfits(precision: Precision) {
     let device = Device::flex().autodiff();
     device.seed(0);
     let (frames, size, batch) = (4, 16, 6);
@@ -32,15 +44,15 @@ fn tiny_model_overfits_a_real_clip() {
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut losses = Vec::new();
     for _ in 0..120 {
-        let out = model.forward(noised.z.clone(), noised.logsnr.clone(), labels.clone());
-        let loss = diffusion.loss(&noised, out).loss.mean();
+        let out = compute_copy(&model, precision).forward(noised.z.clone(), noised.logsnr.clone(), labels.clone());
+        let loss = diffusion.loss(&noised, out.cast(DType::F32)).loss.mean();
         losses.push(loss.clone().into_scalar::<f32>());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(2e-3, model, grads);
     }
     let first = losses[..5].iter().sum::<f32>() / 5.0;
     let last = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
-    eprintln!("loss {first} -> {last}");
+    eprintln!("{precision:?}: loss {first} -> {last}");
     assert!(first / last >= 5.0, "loss fell only from {first} to {last}: {losses:?}");
     // The trained weights also work without autodiff.
     let _ = model.valid();

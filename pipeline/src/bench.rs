@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
+use burn::tensor::DType;
 use model3d::network::cost;
 use serde::Serialize;
 use video_io::decode::{FrameSize, TimeRange, decode};
@@ -68,22 +69,24 @@ pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -
 #[derive(Debug, Serialize)]
 pub struct MatmulBench {
     pub n: usize,
+    pub dtype: String,
     pub tflops: f64,
 }
 
-/// Square matmul throughput on `device` (f32 on the CPU): the peak MFU figures are quoted against.
-pub fn matmul(device: &Device, n: usize, reps: usize) -> MatmulBench {
-    let a = Tensor::<2>::random([n, n], burn::tensor::Distribution::Normal(0.0, 1.0), device);
-    let b = Tensor::<2>::random([n, n], burn::tensor::Distribution::Normal(0.0, 1.0), device);
-    let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f32>();
+/// Square matmul throughput on `device` in `dtype` (f32 or bf16): the peak that MFU figures are
+/// quoted against.
+pub fn matmul(device: &Device, n: usize, reps: usize, dtype: DType) -> MatmulBench {
+    let random = || Tensor::<2>::random([n, n], burn::tensor::Distribution::Normal(0.0, 1.0), device).cast(dtype);
+    let (a, b) = (random(), random());
+    let _ = a.clone().matmul(b.clone()).sum().cast(DType::F32).into_scalar::<f32>();
     let start = Instant::now();
     let mut acc = Tensor::<1>::zeros([1], device);
     for _ in 0..reps {
-        acc = acc + a.clone().matmul(b.clone()).sum().reshape([1]);
+        acc = acc + a.clone().matmul(b.clone()).sum().cast(DType::F32).reshape([1]);
     }
     let _ = acc.into_scalar::<f32>();
     let s = start.elapsed().as_secs_f64() / reps as f64;
-    MatmulBench { n, tflops: 2.0 * (n as f64).powi(3) / s / 1e12 }
+    MatmulBench { n, dtype: format!("{dtype:?}"), tflops: 2.0 * (n as f64).powi(3) / s / 1e12 }
 }
 
 #[derive(Debug, Serialize)]

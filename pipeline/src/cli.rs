@@ -195,6 +195,9 @@ enum BenchWhat {
         n: usize,
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Element type: f32 or bf16.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+        dtype: String,
     },
     /// Decode + crop + area resize of every video in a folder, against the ffmpeg command line.
     Decode {
@@ -408,7 +411,10 @@ fn run(cli: Cli) -> Result<()> {
                 BenchWhat::Train { config, warmup, steps, overrides } => {
                     serde_json::to_string_pretty(&bench::train(&RunConfig::load(&config, &overrides)?, &device(cli.device)?, warmup, steps)?)?
                 }
-                BenchWhat::Matmul { n, reps } => serde_json::to_string_pretty(&bench::matmul(&device(cli.device)?, n, reps))?,
+                BenchWhat::Matmul { n, reps, dtype } => {
+                    let dtype = if dtype == "bf16" { burn::tensor::DType::BF16 } else { burn::tensor::DType::F32 };
+                    serde_json::to_string_pretty(&bench::matmul(&device(cli.device)?, n, reps, dtype))?
+                }
                 BenchWhat::Decode { videos, size, rounds } => serde_json::to_string_pretty(&bench::decode_speed(&videos, size, rounds)?)?,
             };
             println!("{report}");

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use model3d::diffusion::{Diffusion, LossWeighting, Prediction, TimeSampling};
-use model3d::{SamplerConfig, ScheduleConfig, UViTConfig};
+use model3d::{Precision, SamplerConfig, ScheduleConfig, UViTConfig};
 use serde::{Deserialize, Serialize};
 use video_io::prepare::PrepareConfig;
 
@@ -77,6 +77,10 @@ pub struct TrainConfig {
     /// Stop after this many non-finite updates in a row.
     #[serde(default = "nonfinite")]
     pub max_nonfinite: u32,
+    /// What the network computes in ("f32" or "bf16"); weights, AdamW and the loss stay f32.
+    /// Sampling uses it too.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn beta1() -> f64 {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
+use model3d::network::compute_copy;
 use model3d::sampler::sample;
 use model3d::{SampleRequest, SampleStats, UViT};
 use video_io::encode::{Clip, write_mp4, write_png_grid};
@@ -83,6 +84,7 @@ pub fn generate(
     progress: bool,
 ) -> Result<(Vec<Vec<u8>>, SampleStats)> {
     let diffusion = config.diffusion.build(config.data.size)?;
+    let model = &compute_copy(model, config.train.precision); // the network in the run's precision
     let (frames, side, k) = (config.data.frames, config.data.size, config.diffusion.context_frames);
     let bar = if progress { ProgressBar::new(labels.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("sample {bar:25} {pos}/{len} clips  ETA {eta}").expect("valid template"));

@@ -6,9 +6,11 @@ use anyhow::Result;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use burn::tensor::DType;
 use model3d::diffusion::{Diffusion, FrameTimes};
 use model3d::noise::{gaussian, key};
 use model3d::UViT;
+use model3d::network::compute_copy;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::checkpoint::{self, TrainState};
@@ -101,8 +103,9 @@ impl Trainer {
         let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
 
         let noised = self.diffusion.noise_batch(x, noise, &times);
-        let out = self.model().forward(noised.z.clone(), noised.logsnr.clone(), labels);
-        let terms = self.diffusion.loss(&noised, out);
+        // bf16 runs through a cast copy whose backward lands f32 gradients on the master weights.
+        let out = compute_copy(self.model(), tc.precision).forward(noised.z.clone(), noised.logsnr.clone(), labels);
+        let terms = self.diffusion.loss(&noised, out.cast(DType::F32));
         let loss = terms.loss.clone().mean();
         let means: Vec<f64> = Tensor::cat(vec![loss.clone(), terms.v_mse.mean(), terms.eps_mse.mean(), terms.x_mse.mean()], 0)
             .into_data()

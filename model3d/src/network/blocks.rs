@@ -4,6 +4,7 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, avg_pool2d};
 use burn::tensor::ops::{AttentionModuleOptions, AvgPoolOptions};
@@ -23,6 +24,14 @@ fn zero_conv3x3(c: usize, device: &Device) -> Conv2d {
 
 fn zero_linear(c_in: usize, c_out: usize, device: &Device) -> Linear {
     LinearConfig::new(c_in, c_out).with_initializer(Initializer::Zeros).init(device)
+}
+
+/// Runs a normalisation in f32 whatever the activations' type and returns that type, as
+/// mixed-precision autocast does: bf16 cannot hold the statistics of wide activations.
+/// The norms' own parameters stay f32 under [`super::precision::compute_copy`].
+fn in_f32<const D: usize>(x: Tensor<D>, norm: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    norm(x.cast(DType::F32)).cast(dtype)
 }
 
 /// `x·(1 + scale) + shift`, FiLM conditioning.
@@ -58,10 +67,10 @@ impl ResBlock {
     /// - `emb`: `[N, E]`
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         let [n, c, _, _] = x.dims();
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv1.forward(silu(in_f32(x.clone(), |x| self.norm1.forward(x))));
         let film = self.film.forward(emb).reshape([n, 2 * c, 1, 1]);
         let (scale, shift) = (film.clone().narrow(1, 0, c), film.narrow(1, c, c));
-        let h = modulate(self.norm2.forward(h), scale, shift);
+        let h = modulate(in_f32(h, |h| self.norm2.forward(h)), scale, shift);
         x + self.conv2.forward(self.dropout.forward(silu(h)))
     }
 }
@@ -108,13 +117,13 @@ impl TransformerBlock {
         let (heads, head_dim, n) = (self.heads, c / self.heads, t * s);
         let film = self.film.forward(emb).reshape([b, t, 1, 2 * c]);
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
-        let u = modulate(self.norm.forward(x.clone()), scale, shift).reshape([b, n, c]);
+        let u = modulate(in_f32(x.clone(), |x| self.norm.forward(x)), scale, shift).reshape([b, n, c]);
         let proj = self.qkv_mlp.forward(u); // [B, N, 3C + 4C]
         let split_heads = |start: usize| {
             proj.clone().narrow(2, start, c).reshape([b, n, heads, head_dim]).swap_dims(1, 2) // [B, h, N, Dh]
         };
-        let q = rope.apply(self.q_norm.forward(split_heads(0)));
-        let k = rope.apply(self.k_norm.forward(split_heads(c)));
+        let q = rope.apply(in_f32(split_heads(0), |q| self.q_norm.forward(q)));
+        let k = rope.apply(in_f32(split_heads(c), |k| self.k_norm.forward(k)));
         let v = split_heads(2 * c);
         let attn = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [B, h, N, Dh]
         let attn = attn.swap_dims(1, 2).reshape([b, n, c]);

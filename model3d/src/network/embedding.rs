@@ -2,6 +2,7 @@
 
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::silu;
 
 /// Scale applied to λ before the Fourier features (EDM's `c_noise = ln σ / 4 = −λ/8`; DFoT's 0.125).
@@ -36,15 +37,20 @@ impl ConditionEmbedding {
         Tensor::from_data(TensorData::new(f, [half]), device)
     }
 
+    /// The Fourier features are computed in f32 whatever the weights' type: angles reach
+    /// thousands of radians, which bf16's 8-bit mantissa cannot place on the circle.
+    ///
     /// # Shapes
     /// - `logsnr`: `[B, T]`, `labels`: `[B]` (index `num_classes` is the null class)
-    /// - returns `[B, T, E]`, already passed through SiLU for the FiLM projections
+    /// - returns `[B, T, E]` in the weights' type, already passed through SiLU for the FiLM
+    ///   projections
     pub fn forward(&self, logsnr: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<3> {
         let [b, t] = logsnr.dims();
         let half = self.fourier_features / 2;
         let freqs = self.frequencies(&logsnr.device()).reshape([1, 1, half]);
-        let angles = logsnr.mul_scalar(LOGSNR_SCALE).reshape([b, t, 1]) * freqs; // [B, T, F/2]
+        let angles = logsnr.cast(DType::F32).mul_scalar(LOGSNR_SCALE).reshape([b, t, 1]) * freqs; // [B, T, F/2]
         let features = Tensor::cat(vec![angles.clone().sin(), angles.cos()], 2); // [B, T, F]
+        let features = features.cast(self.fourier_mlp_in.weight.val().dtype());
         let mut emb = self.fourier_mlp_out.forward(silu(self.fourier_mlp_in.forward(features)));
         if let Some(class) = &self.class {
             emb = emb + class.forward(labels.reshape([b, 1])); // [B, 1, E] broadcasts over frames

@@ -4,9 +4,11 @@ mod blocks;
 mod config;
 mod count;
 mod embedding;
+pub mod precision;
 mod rope;
 mod uvit;
 
 pub use config::{BlockKind, UViTConfig};
 pub use count::{Cost, cost};
+pub use precision::{Precision, compute_copy};
 pub use uvit::UViT;

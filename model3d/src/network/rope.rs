@@ -46,7 +46,8 @@ impl Rope {
         Self { cos: data(cos), sin: data(sin) }
     }
 
-    /// Rotates `x` by each token's angles: `x·cos + rotate_half(x)·sin`.
+    /// Rotates `x` by each token's angles: `x·cos + rotate_half(x)·sin`, in `x`'s type (the
+    /// tables are built in f64 and stored in f32).
     ///
     /// # Shapes
     /// - `x`: `[B, heads, N, D]`
@@ -54,8 +55,8 @@ impl Rope {
         let [_, _, n, d] = x.dims();
         let half = d / 2;
         let rotated = Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
-        let cos = self.cos.clone().reshape([1, 1, n, d]);
-        let sin = self.sin.clone().reshape([1, 1, n, d]);
+        let cos = self.cos.clone().reshape([1, 1, n, d]).cast(x.dtype());
+        let sin = self.sin.clone().reshape([1, 1, n, d]).cast(x.dtype());
         x * cos + rotated * sin
     }
 }

@@ -115,11 +115,15 @@ impl UViT {
         (self.num_classes > 0).then_some(self.num_classes as i64)
     }
 
+    /// The network computes in its weights' type (f32, or bf16 for mixed precision): `x` is cast
+    /// to it on entry and the prediction comes back in it.
+    ///
     /// # Shapes
     /// - `x`: `[B, T, C, H, W]` (an image is `T = 1`), `logsnr`: `[B, T]`, `labels`: `[B]`
     /// - returns `[B, T, C, H, W]`, the prediction (v by default)
     pub fn forward(&self, x: Tensor<5>, logsnr: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<5> {
         let [b, t, c, h, w] = x.dims();
+        let x = x.cast(self.patch.weight.val().dtype());
         let emb = self.cond.forward(logsnr, labels); // [B, T, E]
         let hidden = self.patch.forward(x.reshape([b * t, c, h, w])); // [B·T, C0, H/p, W/p]
         let hidden = self.body(hidden, &emb, t);

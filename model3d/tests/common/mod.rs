@@ -64,3 +64,19 @@ pub fn real_clip(frames: usize, size: usize) -> Tensor<5> {
     }
     Tensor::from_data(TensorData::new(values, [1, frames, 3, size, size]), &device())
 }
+
+/// Adds small deterministic noise to every weight, so zero-initialised layers stop hiding the
+/// rest of the network. The result keeps the parameter's id and is a leaf again.
+pub struct Jitter;
+
+impl burn::module::ModuleMapper for Jitter {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let n = tensor.shape().num_elements();
+        let noise = Tensor::<1>::from_data(TensorData::new(model3d::noise::gaussian(n as u64, n), [n]), &tensor.device())
+            .reshape(tensor.shape())
+            .mul_scalar(0.05);
+        let grad = tensor.is_require_grad();
+        burn::module::Param::from_mapped_value(id, (tensor + noise).detach().set_require_grad(grad), mapper)
+    }
+}
