@@ -1,6 +1,6 @@
 //! `sid2 bench`: measured speeds, never asserted. Training steps on synthetic batches (warm-up
 //! apart from steady state, achieved FLOP/s from the analytic count), decoding against the FFmpeg
-//! command line, and a matmul peak for MFU fractions.
+//! command line, the FVD/FID feature networks, and a matmul peak for MFU fractions.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,17 +9,21 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::DType;
+use model3d::Precision;
+use model3d::features::{FidInception, I3d};
 use model3d::network::cost;
 use serde::Serialize;
 use video_io::decode::{FrameSize, TimeRange, decode};
 
 use crate::config::RunConfig;
+use crate::frechet::{Gaussian, frechet_distance};
 use crate::loader::Batch;
 use crate::metrics::peak_rss_mib;
 use crate::trainer::Trainer;
 
 #[derive(Debug, Serialize)]
 pub struct TrainBench {
+    pub precision: Precision,
     pub batch: usize,
     pub warmup_steps: usize,
     pub warmup_s: f64,
@@ -53,6 +57,7 @@ pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -
     let step_s = start.elapsed().as_secs_f64() / steps.max(1) as f64;
     let c = cost(&config.model, [t, s, s]);
     Ok(TrainBench {
+        precision: config.train.precision,
         batch: b,
         warmup_steps: warmup,
         warmup_s,
@@ -87,6 +92,45 @@ pub fn matmul(device: &Device, n: usize, reps: usize, dtype: DType) -> MatmulBen
     let _ = acc.into_scalar::<f32>();
     let s = start.elapsed().as_secs_f64() / reps as f64;
     MatmulBench { n, dtype: format!("{dtype:?}"), tflops: 2.0 * (n as f64).powi(3) / s / 1e12 }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FeatureBench {
+    pub batch: usize,
+    /// I3D on 16-frame 64x64 clips (resize to 224 included).
+    pub i3d_s_per_clip: f64,
+    /// The FID Inception on 64x64 images (resize to 299 included).
+    pub inception_s_per_image: f64,
+    /// One Fréchet distance between full-rank Gaussians of the FVD and FID feature widths.
+    pub frechet_400_s: f64,
+    pub frechet_2048_s: f64,
+}
+
+/// Feature-network throughput at the evaluation protocol's shapes, after one warm-up batch
+/// (speed does not depend on the weights, so the networks keep their initial ones), and the
+/// Fréchet distance at both feature widths.
+pub fn features(device: &Device, batch: usize) -> Result<FeatureBench> {
+    let timed = |run: &dyn Fn() -> Vec<f32>| {
+        run(); // warm-up
+        let start = Instant::now();
+        run();
+        start.elapsed().as_secs_f64() / batch as f64
+    };
+    let uniform = |shape: [usize; 5]| Tensor::<5>::random(shape, burn::tensor::Distribution::Uniform(0.0, 1.0), device);
+    let i3d = I3d::new(device);
+    let i3d_s_per_clip = timed(&|| i3d.features(uniform([batch, 16, 3, 64, 64]).mul_scalar(255.0)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+    let inception = FidInception::new(device);
+    let images = || uniform([batch, 1, 3, 64, 64]).reshape([batch, 3, 64, 64]);
+    let inception_s_per_image = timed(&|| inception.features(images()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+    let frechet = |d: usize| -> Result<f64> {
+        let n = 2 * d;
+        let fit = |seed| Gaussian::fit(&model3d::noise::gaussian(seed, n * d), d);
+        let (a, b) = (fit(1)?, fit(2)?);
+        let start = Instant::now();
+        frechet_distance(&a, &b)?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    Ok(FeatureBench { batch, i3d_s_per_clip, inception_s_per_image, frechet_400_s: frechet(400)?, frechet_2048_s: frechet(2048)? })
 }
 
 #[derive(Debug, Serialize)]

@@ -199,6 +199,11 @@ enum BenchWhat {
         #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
         dtype: String,
     },
+    /// I3D and FID-Inception throughput at the evaluation shapes, and Fréchet distance time.
+    Features {
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+    },
     /// Decode + crop + area resize of every video in a folder, against the ffmpeg command line.
     Decode {
         #[arg(long)]
@@ -415,6 +420,7 @@ fn run(cli: Cli) -> Result<()> {
                     let dtype = if dtype == "bf16" { burn::tensor::DType::BF16 } else { burn::tensor::DType::F32 };
                     serde_json::to_string_pretty(&bench::matmul(&device(cli.device)?, n, reps, dtype))?
                 }
+                BenchWhat::Features { batch } => serde_json::to_string_pretty(&bench::features(&device(cli.device)?, batch)?)?,
                 BenchWhat::Decode { videos, size, rounds } => serde_json::to_string_pretty(&bench::decode_speed(&videos, size, rounds)?)?,
             };
             println!("{report}");
