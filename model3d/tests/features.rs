@@ -72,16 +72,16 @@ fn deterministic_state(listing: &[(String, Vec<usize>)]) -> Vec<PackTensor> {
     listing.iter().map(|(k, s)| deterministic(k, s)).collect()
 }
 
-fn reference_values(name: &str, field: &str) -> Vec<Vec<f32>> {
+/// Checks `got` against the reference `field` of the JSON file `name`: the largest deviation,
+/// relative to the largest reference magnitude, stays under 10⁻⁵.
+fn assert_matches_reference<const D: usize>(got: Tensor<D>, name: &str, field: &str) {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data(name)).unwrap()).unwrap();
-    serde_json::from_value(json[field].clone()).unwrap()
-}
-
-/// Largest deviation relative to the largest reference magnitude.
-fn relative_error(got: &[f32], expected: &[f32]) -> f32 {
+    let expected: Vec<f32> = serde_json::from_value::<Vec<Vec<f32>>>(json[field].clone()).unwrap().concat();
+    let got: Vec<f32> = got.into_data().try_to_vec().unwrap();
     assert_eq!(got.len(), expected.len());
     let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    got.iter().zip(expected).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    let err = got.iter().zip(&expected).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    assert!(err < 1e-5, "{name}: relative error {err}: {:?} vs {:?}", &got[..4], &expected[..4]);
 }
 
 #[test]
@@ -113,10 +113,7 @@ fn i3d_logits_match_pytorch_i3d() {
     let x = Tensor::<5>::from_data(TensorData::new(clip, [1, 3, 16, 224, 224]), &device);
     let logits = net.forward(x);
     assert_eq!(logits.dims(), [1, 400, 1, 1, 1]);
-    let got: Vec<f32> = logits.into_data().try_to_vec().unwrap();
-    let expected = reference_values("i3d_reference.json", "logits").concat();
-    let err = relative_error(&got, &expected);
-    assert!(err < 1e-5, "relative error {err}: {:?} vs {:?}", &got[..4], &expected[..4]);
+    assert_matches_reference(logits, "i3d_reference.json", "logits");
 }
 
 #[test]
@@ -128,10 +125,7 @@ fn inception_features_match_pytorch_fid_including_the_resize() {
     let x = Tensor::<4>::from_data(TensorData::new(images, [2, 3, 64, 64]), &device);
     let features = net.features(x);
     assert_eq!(features.dims(), [2, 2048]);
-    let got: Vec<f32> = features.into_data().try_to_vec().unwrap();
-    let expected = reference_values("inception_fid_reference.json", "features").concat();
-    let err = relative_error(&got, &expected);
-    assert!(err < 1e-5, "relative error {err}: {:?} vs {:?}", &got[..4], &expected[..4]);
+    assert_matches_reference(features, "inception_fid_reference.json", "features");
 }
 
 #[test]
