@@ -4,7 +4,8 @@
 #
 #   run(command="bash scripts/gpu-bench.sh", carry=["gpu-bin", "gpu-cache"])
 #
-# Results land in $OUT: one JSON per benchmark with its log, nvidia-smi before and after, and
+# Results land in $OUT: one JSON per benchmark with its log (ending with the peak GPU memory)
+# and memory trace, nvidia-smi before and after, and
 # $OUT/gpu-cache/, the autotune and kernel cache to copy back into gpu-cache/ here so the next
 # machine of the same kind starts warm. Record the numbers in BENCHMARKS.md with the device,
 # gpu-bin/COMMIT and this command.
@@ -23,7 +24,18 @@ export CUBECL_ENVIRONMENT=${CUBECL_ENVIRONMENT:-$(nvidia-smi --query-gpu=name --
 mkdir -p target/environment
 cp gpu-cache/"$CUBECL_ENVIRONMENT".db* target/environment/ 2>/dev/null || true
 nvidia-smi > "$OUT/nvidia-smi-before.txt"
-bench() { local name=$1; shift; /tmp/sid2 --quiet --device cuda bench "$@" > "$OUT/$name.json" 2> "$OUT/$name.log"; }
+# Each benchmark with nvidia-smi sampling the GPU's memory every 200 ms beside it: the peak
+# includes what CubeCL's allocator holds in reserve, as PyTorch's max_memory_reserved would.
+bench() {
+    local name=$1 rc=0
+    shift
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/$name.gpu-mem-mib.csv" &
+    local sampler=$!
+    /tmp/sid2 --quiet --device cuda bench "$@" > "$OUT/$name.json" 2> "$OUT/$name.log" || rc=$?
+    kill "$sampler"
+    echo "peak GPU memory: $(sort -n "$OUT/$name.gpu-mem-mib.csv" | tail -1) MiB" >> "$OUT/$name.log"
+    return "$rc"
+}
 bench matmul-bf16 matmul --n 8192 --reps 20 --dtype bf16
 bench matmul-f32 matmul --n 8192 --reps 20 --dtype f32
 bench train-k600_64 train --config configs/k600_64.toml --warmup 3 --steps 10
