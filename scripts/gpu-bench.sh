@@ -40,6 +40,9 @@ bench matmul-bf16 matmul --n 8192 --reps 20 --dtype bf16
 bench matmul-f32 matmul --n 8192 --reps 20 --dtype f32
 bench train-k600_64 train --config configs/k600_64.toml --warmup 3 --steps 10
 bench train-imagenet256 train --config configs/imagenet256.toml --warmup 3 --steps 10 --set train.batch_size=64
+# 11 predicted frames and guided images, 256 steps each (imagenet256's guidance interval is on).
+bench sample-k600_64 sample --config configs/k600_64.toml --batch 16 --set sample.steps=256
+bench sample-imagenet256 sample --config configs/imagenet256.toml --batch 16 --set sample.steps=256
 # A second process on the now-filled cache: its warm-up is what later runs pay.
 bench train-k600_64-warm-cache train --config configs/k600_64.toml --warmup 3 --steps 3
 nvidia-smi > "$OUT/nvidia-smi-after.txt"

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::DType;
-use model3d::Precision;
+use model3d::{Precision, UViT};
 use model3d::features::{FidInception, I3d};
 use model3d::network::cost;
 use serde::Serialize;
@@ -19,6 +19,7 @@ use crate::config::RunConfig;
 use crate::frechet::{Gaussian, frechet_distance};
 use crate::loader::Batch;
 use crate::metrics::peak_rss_mib;
+use crate::sample::generate;
 use crate::trainer::Trainer;
 
 #[derive(Debug, Serialize)]
@@ -68,6 +69,47 @@ pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -
         achieved_tflops: c.train_flops() * b as f64 / step_s / 1e12,
         attention_share_of_flops: c.attention_flops / c.forward_flops,
         peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct SampleBench {
+    pub precision: Precision,
+    pub batch: usize,
+    pub steps: usize,
+    /// Network passes per clip over all steps: two per step inside the guidance interval, one
+    /// outside it.
+    pub network_passes: usize,
+    /// A 2-step sampling of one batch: JIT and autotune.
+    pub warmup_s: f64,
+    pub s_per_batch: f64,
+    pub s_per_sample: f64,
+}
+
+/// Samples one batch of `config` with its `[sample]` settings from an initial network (speed does
+/// not depend on the weights), after a 2-step warm-up; video configs condition on random
+/// context frames.
+pub fn sample(config: &RunConfig, device: &Device, batch: usize) -> Result<SampleBench> {
+    let model = UViT::new(&config.model, device);
+    let (t, s) = (config.data.frames, config.data.size);
+    let real: Vec<Vec<u8>> = (0..batch as u64).map(|i| model3d::noise::gaussian(i, t * s * s * 3).iter().map(|v| (128.0 + 40.0 * v).clamp(0.0, 255.0) as u8).collect()).collect();
+    let labels: Vec<i64> = (0..batch as i64).map(|i| i % config.model.num_classes.max(1) as i64).collect();
+    let mut warm = config.clone();
+    warm.sample.steps = 2;
+    let start = Instant::now();
+    generate(&model, &warm, Some(&real), &labels, 0, batch, device, false)?;
+    let warmup_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let (_, stats) = generate(&model, config, Some(&real), &labels, 0, batch, device, false)?;
+    let s_per_batch = start.elapsed().as_secs_f64();
+    Ok(SampleBench {
+        precision: config.train.precision,
+        batch,
+        steps: config.sample.steps,
+        network_passes: stats.evaluations,
+        warmup_s,
+        s_per_batch,
+        s_per_sample: s_per_batch / batch as f64,
     })
 }
 

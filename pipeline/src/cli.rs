@@ -189,6 +189,15 @@ enum BenchWhat {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Sampling time of a config's `[sample]` settings (steps, guidance interval) per clip.
+    Sample {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Square matmul throughput on the device (the peak for MFU).
     Matmul {
         #[arg(long, default_value_t = 2048)]
@@ -419,6 +428,9 @@ fn run(cli: Cli) -> Result<()> {
                 BenchWhat::Matmul { n, reps, dtype } => {
                     let dtype = if dtype == "bf16" { burn::tensor::DType::BF16 } else { burn::tensor::DType::F32 };
                     serde_json::to_string_pretty(&bench::matmul(&device(cli.device)?, n, reps, dtype))?
+                }
+                BenchWhat::Sample { config, batch, overrides } => {
+                    serde_json::to_string_pretty(&bench::sample(&RunConfig::load(&config, &overrides)?, &device(cli.device)?, batch)?)?
                 }
                 BenchWhat::Features { batch } => serde_json::to_string_pretty(&bench::features(&device(cli.device)?, batch)?)?,
                 BenchWhat::Decode { videos, size, rounds } => serde_json::to_string_pretty(&bench::decode_speed(&videos, size, rounds)?)?,
