@@ -382,6 +382,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval { pred, real, context, out, i3d, inception, batch } => {
+            let (pred, real) = (Shard::open(&pred)?, Shard::open(&real)?);
             let mut report = eval::evaluate(&pred, &real, context)?;
             let networks = [(Metric::Fvd, i3d), (Metric::Fid, inception)];
             for (metric, weights) in networks.into_iter().filter_map(|(m, w)| Some((m, w?))) {

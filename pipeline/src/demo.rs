@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use video_io::datasets::video_folder;
 use video_io::prepare::{ShardDataset, prepare};
+use video_io::shard::Shard;
 
 use crate::config::RunConfig;
 use crate::eval::evaluate;
@@ -57,7 +58,7 @@ pub fn run(clips: &Path, out: &Path, overrides: &[String], count: usize, device:
         stats.evaluations,
         samples.display()
     ));
-    let report = evaluate(&samples.join("predictions.bin"), &samples.join("real.bin"), k)?;
+    let report = evaluate(&Shard::open(&samples.join("predictions.bin"))?, &Shard::open(&samples.join("real.bin"))?, k)?;
     let eval = samples.join("eval.json");
     std::fs::write(&eval, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", eval.display()))?;
     lines.push(format!(

@@ -1,8 +1,6 @@
 //! `sid2 eval`: per-frame PSNR and SSIM of predicted continuations against the real ones
 //! (FVD and FID, which need weights, are in [`crate::fidelity`]).
 
-use std::path::Path;
-
 use anyhow::{Result, bail};
 use serde::Serialize;
 use video_io::shard::Shard;
@@ -35,15 +33,14 @@ pub struct EvalReport {
 }
 
 /// Compares frames `context..T` of each predicted clip with the real clip at the same index.
-pub fn evaluate(predictions: &Path, real: &Path, context: usize) -> Result<EvalReport> {
-    let (pred, real_shard) = (Shard::open(predictions)?, Shard::open(real)?);
+pub fn evaluate(pred: &Shard, real_shard: &Shard, context: usize) -> Result<EvalReport> {
     if pred.layout != real_shard.layout || pred.len != real_shard.len {
         bail!(
             "{} ({} clips of {:?}) and {} ({} clips of {:?}) do not pair up",
-            predictions.display(),
+            pred.path.display(),
             pred.len,
             pred.layout,
-            real.display(),
+            real_shard.path.display(),
             real_shard.len,
             real_shard.layout
         );
@@ -101,6 +98,7 @@ mod tests {
         let (p, r) = (dir.path().join("p.bin"), dir.path().join("r.bin"));
         save_clips(&p, frames, side, &[pred], &[0]).unwrap();
         save_clips(&r, frames, side, &[real], &[0]).unwrap();
+        let (p, r) = (Shard::open(&p).unwrap(), Shard::open(&r).unwrap());
         let report = evaluate(&p, &r, 2).unwrap();
         assert_eq!(report.per_frame.len(), 2);
         assert_eq!(report.per_frame[0].psnr_db, 100.0);

@@ -83,6 +83,15 @@ impl FeatureNet {
         }
     }
 
+    /// Feature vectors per clip of `frames` frames: one per clip for I3D, one per frame for
+    /// Inception.
+    fn rows_per_clip(&self, frames: usize) -> usize {
+        match self {
+            FeatureNet::I3d(_) => 1,
+            FeatureNet::Inception(_) => frames,
+        }
+    }
+
     /// Features of packed clips (`[T, S, S, 3]` bytes each): one row per clip for I3D, one
     /// per frame for Inception.
     fn features(&self, clips: &[&[u8]], frames: usize, side: usize, device: &Device) -> Vec<f32> {
@@ -98,22 +107,21 @@ impl FeatureNet {
     }
 }
 
-/// Features of every record of `path`, in batches of `batch` clips.
-pub fn shard_features(net: &FeatureNet, path: &Path, batch: usize, device: &Device, progress: bool) -> Result<Vec<f32>> {
-    let shard = Shard::open(path)?;
+/// Features of every record of `shard`, in batches of `batch` clips.
+pub fn shard_features(net: &FeatureNet, shard: &Shard, batch: usize, device: &Device, progress: bool) -> Result<Vec<f32>> {
     let l = shard.layout;
-    let (frames, side) = (l.frames as usize, l.width as usize);
+    let (frames, side, batch) = (l.frames as usize, l.width as usize, batch.max(1));
     if l.height != l.width || l.channels != 3 {
-        bail!("{}: records of {:?}; feature networks take square RGB frames", path.display(), l);
+        bail!("{}: records of {:?}; feature networks take square RGB frames", shard.path.display(), l);
     }
     if matches!(net, FeatureNet::I3d(_)) && frames < 9 {
-        bail!("{}: I3D needs clips of at least 9 frames (FVD uses 16); these have {frames}", path.display());
+        bail!("{}: I3D needs clips of at least 9 frames (FVD uses 16); these have {frames}", shard.path.display());
     }
     let bar = if progress { ProgressBar::new(shard.len as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("features {bar:25} {pos}/{len} clips  ETA {eta}").expect("valid template"));
-    let mut out = Vec::with_capacity(shard.len * net.dim() * if matches!(net, FeatureNet::I3d(_)) { 1 } else { frames });
-    for start in (0..shard.len).step_by(batch.max(1)) {
-        let end = (start + batch.max(1)).min(shard.len);
+    let mut out = Vec::with_capacity(shard.len * net.rows_per_clip(frames) * net.dim());
+    for start in (0..shard.len).step_by(batch) {
+        let end = (start + batch).min(shard.len);
         let clips: Vec<&[u8]> = (start..end).map(|i| shard.get(i).pixels).collect();
         out.extend(net.features(&clips, frames, side, device));
         bar.inc((end - start) as u64);
@@ -129,50 +137,18 @@ pub fn cache_path(real: &Path, metric: Metric) -> PathBuf {
     real.with_file_name(name)
 }
 
-/// What a cache must match to be used.
-#[derive(Clone, Debug, PartialEq)]
-struct CacheKey {
-    metric: String,
-    protocol: String,
-    weights_crc: String,
-    data_crc: String,
-    records: String,
-}
-
-impl CacheKey {
-    fn new(metric: Metric, weights_crc: u32, real: &Shard) -> Self {
-        Self {
-            metric: metric.name().into(),
-            protocol: metric.protocol().into(),
-            weights_crc: format!("{weights_crc:08x}"),
-            data_crc: format!("{:08x}", real.crc),
-            records: real.len.to_string(),
-        }
-    }
-
-    fn to_map(&self) -> HashMap<String, String> {
-        [
-            ("metric", &self.metric),
-            ("protocol", &self.protocol),
-            ("weights_crc32", &self.weights_crc),
-            ("data_crc32", &self.data_crc),
-            ("records", &self.records),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-    }
-
-    fn from_map(m: &HashMap<String, String>) -> Option<Self> {
-        let get = |k: &str| m.get(k).cloned();
-        Some(Self {
-            metric: get("metric")?,
-            protocol: get("protocol")?,
-            weights_crc: get("weights_crc32")?,
-            data_crc: get("data_crc32")?,
-            records: get("records")?,
-        })
-    }
+/// What a cache must match to be used, as it is stored: the safetensors metadata.
+fn cache_key(metric: Metric, weights_crc: u32, real: &Shard) -> HashMap<String, String> {
+    [
+        ("metric", metric.name().to_string()),
+        ("protocol", metric.protocol().to_string()),
+        ("weights_crc32", format!("{weights_crc:08x}")),
+        ("data_crc32", format!("{:08x}", real.crc)),
+        ("records", real.len.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn f64_bytes(values: &[f64]) -> Vec<u8> {
@@ -180,24 +156,24 @@ fn f64_bytes(values: &[f64]) -> Vec<u8> {
 }
 
 /// Writes `g` with `key` as safetensors metadata (`mean` `[d]`, `cov` `[d, d]`, f64), atomically.
-fn write_cache(path: &Path, g: &Gaussian, key: &CacheKey) -> Result<()> {
+fn write_cache(path: &Path, g: &Gaussian, key: &HashMap<String, String>) -> Result<()> {
     let d = g.mean.len();
     let (mean, cov) = (f64_bytes(g.mean.as_slice()), f64_bytes(g.cov.as_slice()));
     let tensors = [
         ("mean", TensorView::new(Dtype::F64, vec![d], &mean)?),
         ("cov", TensorView::new(Dtype::F64, vec![d, d], &cov)?),
     ];
-    let bytes = safetensors::serialize(tensors, Some(key.to_map()))?;
+    let bytes = safetensors::serialize(tensors, Some(key.clone()))?;
     video_io::atomic::write_bytes(path, &[&bytes])?;
     Ok(())
 }
 
 /// The cached Gaussian if `path` holds one for exactly `key`.
-fn read_cache(path: &Path, key: &CacheKey) -> Result<Option<Gaussian>> {
+fn read_cache(path: &Path, key: &HashMap<String, String>) -> Result<Option<Gaussian>> {
     let Ok(bytes) = std::fs::read(path) else { return Ok(None) };
     let context = || format!("{}: not a feature-statistics file (delete it to recompute)", path.display());
     let (_, meta) = SafeTensors::read_metadata(&bytes).with_context(context)?;
-    if meta.metadata().as_ref().and_then(CacheKey::from_map).as_ref() != Some(key) {
+    if meta.metadata().as_ref() != Some(key) {
         return Ok(None);
     }
     let st = SafeTensors::deserialize(&bytes).with_context(context)?;
@@ -226,20 +202,19 @@ pub struct FrechetScore {
     pub real_stats_cached: bool,
 }
 
-/// FVD or FID between the clips of `generated` and of `real` (shards), with the network's
-/// weights read from `weights_path`.
-pub fn score(metric: Metric, weights_path: &Path, generated: &Path, real: &Path, batch: usize, device: &Device, progress: bool) -> Result<FrechetScore> {
+/// FVD or FID between the clips of `generated` and of `real`, with the network's weights read
+/// from `weights_path`.
+pub fn score(metric: Metric, weights_path: &Path, generated: &Shard, real: &Shard, batch: usize, device: &Device, progress: bool) -> Result<FrechetScore> {
     let (net, weights_crc) = load(metric, weights_path, device)?;
     score_with(&net, weights_crc, generated, real, batch, device, progress)
 }
 
 /// [`score`] with a loaded network; `weights_crc` identifies its weights in the real-statistics
 /// cache at [`cache_path`], which is read when it matches and written when it does not.
-pub fn score_with(net: &FeatureNet, weights_crc: u32, generated: &Path, real: &Path, batch: usize, device: &Device, progress: bool) -> Result<FrechetScore> {
+pub fn score_with(net: &FeatureNet, weights_crc: u32, generated: &Shard, real: &Shard, batch: usize, device: &Device, progress: bool) -> Result<FrechetScore> {
     let (metric, dim) = (net.metric(), net.dim());
-    let real_shard = Shard::open(real)?;
-    let key = CacheKey::new(metric, weights_crc, &real_shard);
-    let cache = cache_path(real, metric);
+    let key = cache_key(metric, weights_crc, real);
+    let cache = cache_path(&real.path, metric);
     let (real_stats, cached) = match read_cache(&cache, &key)? {
         Some(g) => (g, true),
         None => {
@@ -254,10 +229,7 @@ pub fn score_with(net: &FeatureNet, weights_crc: u32, generated: &Path, real: &P
         metric,
         value: frechet_distance(&generated_stats, &real_stats)?,
         generated_samples: features.len() / dim,
-        real_samples: match metric {
-            Metric::Fvd => real_shard.len,
-            Metric::Fid => real_shard.len * real_shard.layout.frames as usize,
-        },
+        real_samples: real.len * net.rows_per_clip(real.layout.frames as usize),
         protocol: metric.protocol(),
         real_stats: cache,
         real_stats_cached: cached,
@@ -273,17 +245,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("real.bin.fvd-stats.safetensors");
         let g = Gaussian { mean: DVector::from_vec(vec![1.0, -2.0]), cov: DMatrix::from_row_slice(2, 2, &[2.0, 0.5, 0.5, 3.0]) };
-        let key = CacheKey {
-            metric: "FVD".into(),
-            protocol: Metric::Fvd.protocol().into(),
-            weights_crc: "0000abcd".into(),
-            data_crc: "12345678".into(),
-            records: "7".into(),
-        };
+        let pairs = [("metric", "FVD"), ("protocol", Metric::Fvd.protocol()), ("weights_crc32", "0000abcd"), ("data_crc32", "12345678"), ("records", "7")];
+        let key: HashMap<String, String> = pairs.map(|(k, v)| (k.to_string(), v.to_string())).into();
+        let mut other_data = key.clone();
+        other_data.insert("data_crc32".into(), "87654321".into());
         assert!(read_cache(&path, &key).unwrap().is_none());
         write_cache(&path, &g, &key).unwrap();
         assert_eq!(read_cache(&path, &key).unwrap(), Some(g));
-        let other_data = CacheKey { data_crc: "87654321".into(), ..key.clone() };
         assert!(read_cache(&path, &other_data).unwrap().is_none());
         std::fs::write(&path, b"not safetensors").unwrap();
         let err = read_cache(&path, &key).unwrap_err().to_string();

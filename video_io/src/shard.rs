@@ -17,7 +17,7 @@
 //! `source` indexes the shard's source list in the manifest.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,8 @@ pub fn write_shard<'a>(path: &Path, layout: RecordLayout, records: impl IntoIter
 /// An open, verified shard.
 pub struct Shard {
     map: Mmap,
+    /// Where it was opened from, for messages.
+    pub path: PathBuf,
     pub layout: RecordLayout,
     pub len: usize,
     pub crc: u32,
@@ -117,7 +119,7 @@ impl Shard {
         if crc32fast::hash(&map[HEADER_BYTES..]) != crc {
             return Err(bad("record checksum mismatch (data damaged)".into()));
         }
-        Ok(Self { map, layout, len, crc })
+        Ok(Self { map, path: path.to_path_buf(), layout, len, crc })
     }
 
     pub fn get(&self, i: usize) -> Record<'_> {
