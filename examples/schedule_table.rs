@@ -1,7 +1,7 @@
 //! Prints the noise schedule and the loss weights a config trains with, per noise level:
 //! `cargo run --example schedule_table -- configs/imagenet256.toml`.
 //!
-//! Useful when choosing the sigmoid bias and the schedule shift for a new resolution (spec §1.4,
+//! Useful when choosing the sigmoid bias and the schedule shift for a new resolution (method.md §1.4,
 //! §2.3): the v-space weight column is what multiplies ‖v − v̂‖² in training.
 
 use model3d::schedule::alpha_sigma;
@@ -10,7 +10,7 @@ use pipeline::config::RunConfig;
 fn main() -> anyhow::Result<()> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "configs/k600_64.toml".into());
     let config = RunConfig::load(std::path::Path::new(&path), &[])?;
-    let diffusion = config.diffusion.build(config.data.size)?;
+    let diffusion = config.diffusion.build(config.data.frames, config.data.size)?;
     println!("{path}: {}x{} frames, {:?}", config.data.size, config.data.size, diffusion.weighting);
     println!("{:>5} {:>8} {:>7} {:>7} {:>9} {:>10} {:>10}", "t", "logSNR", "alpha", "sigma", "-dλ/dt", "w_eps", "w_v");
     for i in 0..=20 {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference outputs for the FID/FVD feature networks, from the PyTorch code they reproduce.
 
-Writes, into model3d/tests/data/:
+Writes, into pipeline/tests/data/:
   inception_fid_state_dict.txt  every key and shape of the pytorch-fid Inception-v3 state_dict
   i3d_rgb_state_dict.txt        every key and shape of the pytorch-i3d InceptionI3d state_dict
   inception_fid_reference.json  2048-d pool features of two 64x64 images
@@ -9,7 +9,7 @@ Writes, into model3d/tests/data/:
   not_i3d.pth                   a small real state_dict of another network (a Conv3d)
 
 Neither network's real weights can be downloaded here, so both get deterministic weights that
-the Rust tests (model3d/tests/features.rs) rebuild bit for bit: every
+the Rust tests (pipeline/tests/features.rs) rebuild bit for bit: every
 value is a SplitMix64 hash of (FNV-1a of the key, element index), scaled by the key's role.
 
 Needs torch, torchvision and pytorch-fid (pip install pytorch-fid) and pytorch_i3d.py from a
@@ -130,7 +130,7 @@ def i3d(out: pathlib.Path, repo: pathlib.Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pytorch-i3d", type=pathlib.Path, required=True)
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("model3d/tests/data"))
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("pipeline/tests/data"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)

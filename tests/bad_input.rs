@@ -71,6 +71,68 @@ fn non_finite_updates_are_skipped_then_training_stops_without_a_bad_checkpoint()
     assert!(!run.join("checkpoints").exists() || std::fs::read_dir(run.join("checkpoints")).unwrap().next().is_none());
 }
 
+#[test]
+fn sampling_refuses_bad_flags_and_inputs_that_do_not_fit_the_run_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run, config) = prepared(tmp.path());
+    let mut train = train_command(&data, &run, &config);
+    train.extend(["--set", "train.total_samples=8", "--set", "train.checkpoint_every=8", "--set", "train.log_every=8"]);
+    ok(&train);
+    let out = tmp.path().join("out");
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["sample", "--run", s(&run), "--data", s(&data), "--out", s(&out), "--set", "sample.steps=2"];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    for (flag, value) in [("--batch", "0"), ("--count", "0"), ("--fps", "0"), ("--upscale", "0"), ("--ema", "fast")] {
+        let err = sample(&[flag, value]);
+        assert!(err.contains(flag) && err.contains(value) && err.trim().lines().count() == 1, "{flag} {value}: {err}");
+    }
+    // Shards of another frame size.
+    let big = tmp.path().join("data32");
+    ok(&["prepare", "--config", s(&config), "--videos", s(&shared().join("videos")), "--out", s(&big), "--set", "data.size=32", "--set", "data.clips_per_video=1"]);
+    let err = fails(&["sample", "--run", s(&run), "--data", s(&big), "--out", s(&out)]);
+    assert!(err.contains("data32") && err.contains("16 frames of 32x32x3") && err.contains("16 frames of 16x16x3"), "{err}");
+    let err = fails(&["sample", "--run", s(&run), "--data", s(&data), "--out", s(&out), "--set", "train.lr=1"]);
+    assert!(err.contains("only sample.* keys"), "{err}");
+    assert!(!out.exists(), "nothing may be written before the checks pass");
+
+    // A half-written config, a checkpoint without its state, a config from another model.
+    let copy = |name: &str| {
+        let to = tmp.path().join(name);
+        copy_dir(&run, &to);
+        to
+    };
+    let half = copy("half");
+    let text = std::fs::read(half.join("config.toml")).unwrap();
+    std::fs::write(half.join("config.toml"), &text[..text.len() / 2]).unwrap();
+    let err = fails(&["sample", "--run", s(&half), "--data", s(&data), "--out", s(&out)]);
+    assert!(err.contains("half/config.toml"), "{err}");
+    let no_state = copy("no_state");
+    std::fs::remove_file(no_state.join("checkpoints/samples-000000000008/state.json")).unwrap();
+    let err = fails(&["sample", "--run", s(&no_state), "--data", s(&data), "--out", s(&out)]);
+    assert!(err.contains("state.json") && err.contains("incomplete checkpoint"), "{err}");
+    let other = copy("other");
+    let text = std::fs::read_to_string(other.join("config.toml")).unwrap();
+    assert!(text.contains("emb_channels = 64"), "{text}");
+    let text = text.replace("emb_channels = 64", "emb_channels = 32");
+    std::fs::write(other.join("config.toml"), text).unwrap();
+    let err = fails(&["sample", "--run", s(&other), "--data", s(&data), "--out", s(&out)]);
+    assert!(err.contains("do not fit the run's model"), "{err}");
+    let err = fails(&["sample", "--run", s(&tmp.path().join("missing")), "--data", s(&data), "--out", s(&out)]);
+    assert!(err.contains("missing: no run folder here"), "{err}");
+    assert!(!out.exists());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() { copy_dir(&p, &target) } else { std::fs::copy(&p, &target).unwrap(); }
+    }
+}
+
 /// tiny_video at 16x16, one clip per video.
 const SMALL: [&str; 4] = ["--set", "data.size=16", "--set", "data.clips_per_video=1"];
 

@@ -1,7 +1,7 @@
 //! FVD and FID on real clips: prepared Kinetics and mmaction2 footage goes through I3D and the
 //! FID Inception, the real statistics are cached and reused, and the distances behave as
 //! distances. The networks carry their initial weights here (the real ones cannot be downloaded
-//! in CI); model3d/tests/features.rs checks the networks themselves against PyTorch.
+//! in CI); pipeline/tests/features.rs checks the networks themselves against PyTorch.
 
 mod common;
 
@@ -9,8 +9,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use common::{fails, ok, preset, s, shared};
-use model3d::features::{FidInception, I3d};
-use pipeline::fidelity::{FeatureNet, Metric, cache_path, score_with};
+use pipeline::eval::features::{FidInception, I3d};
+use pipeline::eval::fidelity::{FeatureNet, Metric, cache_path, score_with};
 use video_io::shard::{Record, RecordLayout, Shard, write_shard};
 
 /// Rewrites the first `count` records of `from` through `edit(pixels)` into `to`, and opens it.

@@ -41,4 +41,16 @@ fn two_class_images_to_a_png_grid() {
     assert!(skipped > 0 && skipped < 8, "{stdout}");
     let grid = image::open(out.join("samples.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (2 * 32, 2 * 32));
+
+    // Conditioning labels outside the run's classes are refused before anything is written.
+    std::fs::create_dir_all(images.join("third")).unwrap();
+    std::fs::copy(shared().join("frames/test.jpg"), images.join("third/test.jpg")).unwrap();
+    let three = tmp.path().join("three");
+    let mut args = vec!["prepare", "--config", s(&config), "--images", s(&images), "--out", s(&three)];
+    args.extend(small);
+    ok(&args);
+    let nowhere = tmp.path().join("nowhere");
+    let err = common::fails(&["sample", "--run", s(&run), "--data", s(&three), "--count", "11", "--out", s(&nowhere)]);
+    assert!(err.contains("three: the data set has 3 classes, model.num_classes is 2"), "{err}");
+    assert!(!nowhere.exists());
 }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{frames_per_ffprobe, ok, preset, s, shared, sid2};
-use pipeline::metrics::read;
+use pipeline::run::metrics::read_train as read;
 
 /// tiny_video at 16x16 so that the test stays short on two cores.
 const SMALL: &[&str] = &[

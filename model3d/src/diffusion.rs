@@ -6,11 +6,13 @@
 //! f64, so the schedule and loss maths stay exact whatever the network's precision.
 
 use burn::prelude::*;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::{Schedule, alpha_sigma, sigmoid};
+use crate::config_error::ConfigError;
+use crate::schedule::{Schedule, ScheduleConfig, alpha_sigma, sigmoid};
 
-/// The quantity the network outputs (spec §1.2).
+/// The quantity the network outputs (method.md §1.2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Prediction {
@@ -23,7 +25,7 @@ pub enum Prediction {
 
 impl Prediction {
     /// Converts a network output to `v̂` given `z = α x + σ ε`.
-    /// `ε̂ = σ z + α v̂` and `x̂ = α z − σ v̂` (spec §1.2) solved for `v̂`.
+    /// `ε̂ = σ z + α v̂` and `x̂ = α z − σ v̂` (method.md §1.2) solved for `v̂`.
     pub fn to_v(self, out: Tensor<5>, z: Tensor<5>, alpha: Tensor<5>, sigma: Tensor<5>) -> Tensor<5> {
         match self {
             Self::V => out,
@@ -52,13 +54,13 @@ pub fn eps_from_v(v: Tensor<5>, z: Tensor<5>, alpha: Tensor<5>, sigma: Tensor<5>
     sigma * z + alpha * v
 }
 
-/// How the per-element squared error is weighted over noise levels (spec §2.1–2.2).
+/// How the per-element squared error is weighted over noise levels (method.md §2.1–2.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LossWeighting {
     /// VDM++ sigmoid weighting `w(λ) = sigmoid(b − λ)` on the ε-loss. With `jacobian = true`
     /// (VDM++ form) the loss is multiplied by `−dλ/dt`, making the objective schedule-invariant;
-    /// `false` is the variant used by DFoT (spec §2.2).
+    /// `false` is the variant used by DFoT (method.md §2.2).
     Sigmoid {
         bias: f64,
         #[serde(default = "yes")]
@@ -81,7 +83,7 @@ impl Default for LossWeighting {
 }
 
 impl LossWeighting {
-    /// The factor multiplying `‖ε − ε̂‖²` at `λ` with `dλ/dt = dlogsnr_dt` (spec §2.2 table).
+    /// The factor multiplying `‖ε − ε̂‖²` at `λ` with `dλ/dt = dlogsnr_dt` (method.md §2.2 table).
     pub fn eps_weight(&self, logsnr: f64, dlogsnr_dt: f64) -> f64 {
         match *self {
             Self::Sigmoid { bias, jacobian } => {
@@ -93,7 +95,7 @@ impl LossWeighting {
         }
     }
 
-    /// The factor multiplying `‖v − v̂‖²`: `‖ε − ε̂‖² = sigmoid(λ)‖v − v̂‖²` (spec §1.2).
+    /// The factor multiplying `‖v − v̂‖²`: `‖ε − ε̂‖² = sigmoid(λ)‖v − v̂‖²` (method.md §1.2).
     pub fn v_weight(&self, logsnr: f64, dlogsnr_dt: f64) -> f64 {
         match *self {
             Self::VMse => 1.0,
@@ -101,7 +103,7 @@ impl LossWeighting {
         }
     }
 
-    /// The factor multiplying `‖x − x̂‖²`: `‖ε − ε̂‖² = e^λ ‖x − x̂‖²` (spec §1.2). For the sigmoid
+    /// The factor multiplying `‖x − x̂‖²`: `‖ε − ε̂‖² = e^λ ‖x − x̂‖²` (method.md §1.2). For the sigmoid
     /// weighting this is `J e^b sigmoid(λ − b)`, written that way to avoid overflowing `e^λ`.
     pub fn x_weight(&self, logsnr: f64, dlogsnr_dt: f64) -> f64 {
         match *self {
@@ -113,17 +115,16 @@ impl LossWeighting {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    /// Errors name keys relative to the weighting table.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
-            Self::Sigmoid { bias, .. } if !bias.is_finite() => {
-                Err(format!("diffusion.weighting.bias = {bias}: must be finite"))
-            }
+            Self::Sigmoid { bias, .. } if !bias.is_finite() => Err(ConfigError::value("bias", bias, "must be finite")),
             _ => Ok(()),
         }
     }
 }
 
-/// How training draws `t` for a batch (spec §2.4).
+/// How training draws `t` for a batch (method.md §2.4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeSampling {
@@ -147,12 +148,54 @@ impl TimeSampling {
     }
 }
 
+/// The `[diffusion]` section of a run config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionConfig {
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub prediction: Prediction,
+    pub weighting: LossWeighting,
+    #[serde(default)]
+    pub time_sampling: TimeSampling,
+    /// Leading frames of each clip given clean and excluded from the loss (5 for Kinetics-600).
+    #[serde(default)]
+    pub context_frames: usize,
+    /// Draw an independent t for every target frame instead of one per clip.
+    #[serde(default)]
+    pub per_frame_noise: bool,
+}
+
+impl DiffusionConfig {
+    /// The process for clips of `frames` frames of `side × side` pixels. Errors name keys
+    /// relative to the `[diffusion]` section.
+    pub fn build(&self, frames: usize, side: usize) -> Result<Diffusion, ConfigError> {
+        self.weighting.validate().map_err(|e| e.within("weighting"))?;
+        if self.context_frames >= frames {
+            return Err(ConfigError::value("context_frames", self.context_frames, format!("must be below data.frames ({frames})")));
+        }
+        Ok(Diffusion {
+            schedule: self.schedule.build(side).map_err(|e| e.within("schedule"))?,
+            prediction: self.prediction,
+            weighting: self.weighting.clone(),
+            time_sampling: self.time_sampling,
+            context_frames: self.context_frames,
+            per_frame_noise: self.per_frame_noise,
+        })
+    }
+}
+
 /// Everything about the process that is not the network.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diffusion {
     pub schedule: Schedule,
     pub prediction: Prediction,
     pub weighting: LossWeighting,
+    pub time_sampling: TimeSampling,
+    /// Leading frames of every clip that are given clean: the condition of video prediction.
+    pub context_frames: usize,
+    /// One `t` per target frame instead of one per clip.
+    pub per_frame_noise: bool,
 }
 
 /// A noised training batch: the network input and what the loss needs.
@@ -188,7 +231,22 @@ pub struct LossTerms {
 pub type FrameTimes = Vec<Vec<Option<f64>>>;
 
 impl Diffusion {
-    /// Noises `x` at the given per-frame times (spec §1.1: `z = α x + σ ε`).
+    /// Per-frame training times for `batch` clips of `frames` frames: `None` (clean) for the
+    /// context frames, the clip's `t` (drawn by [`TimeSampling`]) for the others, or a fresh
+    /// `t ~ U(0, 1)` per frame with `per_frame_noise`.
+    pub fn draw_times(&self, batch: usize, frames: usize, rng: &mut impl Rng) -> FrameTimes {
+        self.time_sampling
+            .draw(batch, rng)
+            .into_iter()
+            .map(|clip_t| {
+                (0..frames)
+                    .map(|f| (f >= self.context_frames).then(|| if self.per_frame_noise { rng.random() } else { clip_t }))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Noises `x` at the given per-frame times (method.md §1.1: `z = α x + σ ε`).
     ///
     /// # Shapes
     /// - `x`, `noise`: `[B, T, C, H, W]`
@@ -238,7 +296,7 @@ impl Diffusion {
         }
     }
 
-    /// The per-example loss for a network output on a noised batch (spec §2.2, v-space form).
+    /// The per-example loss for a network output on a noised batch (method.md §2.2, v-space form).
     pub fn loss(&self, batch: &NoisedBatch, out: Tensor<5>) -> LossTerms {
         let [b, _, c, h, w] = out.dims();
         let NoisedBatch { z, x, noise, alpha, sigma, v_weight, mask, .. } = batch.clone();
@@ -277,6 +335,17 @@ mod tests {
         Device::flex()
     }
 
+    fn config(weighting: LossWeighting, context_frames: usize) -> DiffusionConfig {
+        DiffusionConfig {
+            schedule: ScheduleConfig::default(),
+            prediction: Prediction::V,
+            weighting,
+            time_sampling: TimeSampling::Uniform,
+            context_frames,
+            per_frame_noise: false,
+        }
+    }
+
     fn randn(shape: [usize; 5], seed: u64) -> Tensor<5> {
         Tensor::from_data(TensorData::new(crate::noise::gaussian(seed, shape.iter().product()), shape), &device())
     }
@@ -296,7 +365,7 @@ mod tests {
         let sigma = frame_tensor(&sigma, 2, 3, &device());
         let z = alpha.clone() * x.clone() + sigma.clone() * eps.clone();
         let v = v_target(x.clone(), eps.clone(), alpha.clone(), sigma.clone());
-        // x = α z − σ v and ε = σ z + α v (spec §1.2).
+        // x = α z − σ v and ε = σ z + α v (method.md §1.2).
         close(Prediction::V.to_x(v.clone(), z.clone(), alpha.clone(), sigma.clone()), x.clone(), 1e-5);
         close(eps_from_v(v.clone(), z.clone(), alpha.clone(), sigma.clone()), eps.clone(), 1e-5);
         // Each parameterisation's true output converts back to the true v.
@@ -308,7 +377,7 @@ mod tests {
 
     #[test]
     fn sigmoid_loss_agrees_in_eps_v_and_x_space() {
-        // spec §2.2: the three forms are one function of the network output.
+        // method.md §2.2: the three forms are one function of the network output.
         let schedule = ScheduleConfig::default().build(128).unwrap();
         for weighting in [
             LossWeighting::Sigmoid { bias: -3.0, jacobian: true },
@@ -344,11 +413,7 @@ mod tests {
 
     #[test]
     fn loss_ignores_context_frames_and_is_per_example() {
-        let d = Diffusion {
-            schedule: ScheduleConfig::default().build(8).unwrap(),
-            prediction: Prediction::V,
-            weighting: LossWeighting::VMse,
-        };
+        let d = config(LossWeighting::VMse, 1).build(3, 8).unwrap();
         let shape = [2, 3, 3, 8, 8];
         let (x, eps) = (randn(shape, 3), randn(shape, 4));
         let times = vec![vec![None, Some(0.5), Some(0.5)], vec![None, None, Some(0.2)]];
@@ -367,6 +432,22 @@ mod tests {
         let terms = d.loss(&batch, v + batch.mask.clone());
         let per = terms.loss.into_data().try_to_vec::<f32>().unwrap();
         assert!(per.iter().all(|l| (l - 1.0).abs() < 1e-5), "{per:?}");
+    }
+
+    #[test]
+    fn drawn_times_leave_context_frames_clean() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let shared = config(LossWeighting::VMse, 2).build(5, 8).unwrap();
+        for row in shared.draw_times(3, 5, &mut rng) {
+            assert_eq!(row[..2], [None, None]);
+            assert!(row[2..].iter().all(|t| t.is_some() && *t == row[2]), "one t per clip: {row:?}");
+        }
+        let per_frame = DiffusionConfig { per_frame_noise: true, ..config(LossWeighting::VMse, 1) }.build(4, 8).unwrap();
+        let row = &per_frame.draw_times(1, 4, &mut rng)[0];
+        assert!(row[0].is_none() && row[1] != row[2], "{row:?}");
+        let err = config(LossWeighting::VMse, 5).build(5, 8).unwrap_err();
+        assert_eq!(err.to_string(), "context_frames = 5: must be below data.frames (5)");
     }
 
     #[test]

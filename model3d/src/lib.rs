@@ -2,16 +2,19 @@
 //! Residual U-ViT for clips and images, and its samplers. Backend-generic: the device decides.
 //!
 //! Three parts that never mix: [`schedule`] and [`diffusion`] (process and loss), [`network`]
-//! (a pure function of z, λ and the class), and [`sampler`].
+//! (a pure function of z, λ and the class), and [`sampler`]. The maths each module computes is
+//! written out, with its sources, in `docs/method.md`.
 
+pub mod attention;
+pub mod config_error;
 pub mod diffusion;
-pub mod features;
 pub mod network;
 pub mod noise;
 pub mod sampler;
 pub mod schedule;
 
-pub use diffusion::{Diffusion, LossTerms, LossWeighting, NoisedBatch, Prediction, TimeSampling};
-pub use network::{BlockKind, Cost, Precision, UViT, UViTConfig};
+pub use config_error::ConfigError;
+pub use diffusion::{Diffusion, DiffusionConfig, FrameTimes, LossTerms, LossWeighting, NoisedBatch, Prediction, TimeSampling};
+pub use network::{AttentionImpl, BlockKind, Cost, Precision, UViT, UViTConfig};
 pub use sampler::{Denoiser, GuidanceInterval, SampleRequest, SampleStats, SamplerConfig, SamplerKind};
 pub use schedule::{Schedule, ScheduleConfig};

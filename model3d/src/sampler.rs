@@ -1,9 +1,10 @@
-//! Samplers over a logSNR schedule: ancestral (spec §5.1) and DDIM, with classifier-free guidance
-//! restricted to a noise interval (Kynkäänniemi et al. 2024, spec §5.4) and frame conditioning.
+//! Samplers over a logSNR schedule: ancestral (method.md §5.1) and DDIM, with classifier-free guidance
+//! restricted to a noise interval (Kynkäänniemi et al. 2024, method.md §5.4) and frame conditioning.
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::config_error::ConfigError;
 use crate::diffusion::{Prediction, frame_tensor};
 use crate::noise;
 use crate::schedule::{Schedule, alpha_sigma};
@@ -30,7 +31,7 @@ impl Denoiser for crate::network::UViT {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SamplerKind {
-    /// DDPM ancestral step with the posterior variance (spec §5.1).
+    /// DDPM ancestral step with the posterior variance (method.md §5.1).
     #[default]
     Ancestral,
     /// Deterministic DDIM step (Song et al. 2021, eq. 12 with η = 0).
@@ -42,7 +43,7 @@ pub enum SamplerKind {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum GuidanceInterval {
     Logsnr { min: f64, max: f64 },
-    /// EDM's σ is `σ_t/α_t = e^{−λ/2}`, so `σ ∈ (lo, hi] ⇔ λ ∈ [−2 ln hi, −2 ln lo)` (spec §5.4).
+    /// EDM's σ is `σ_t/α_t = e^{−λ/2}`, so `σ ∈ (lo, hi] ⇔ λ ∈ [−2 ln hi, −2 ln lo)` (method.md §5.4).
     EdmSigma { lo: f64, hi: f64 },
 }
 
@@ -68,7 +69,7 @@ pub struct SamplerConfig {
     #[serde(default)]
     pub kind: SamplerKind,
     pub steps: usize,
-    /// Guidance scale g: `ṽ = v_u + g (v_c − v_u)`; 1 is no guidance (spec §5.3).
+    /// Guidance scale g: `ṽ = v_u + g (v_c − v_u)`; 1 is no guidance (method.md §5.3).
     #[serde(default = "one")]
     pub guidance: f64,
     /// Apply guidance only here; `None` applies it at every step.
@@ -93,24 +94,23 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Errors name keys relative to the `[sample]` section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.steps == 0 {
-            return Err("sampler.steps: must be at least 1".into());
+            return Err(ConfigError::value("steps", 0, "must be at least 1"));
         }
         if !(self.guidance.is_finite() && self.guidance >= 0.0) {
-            return Err(format!("sampler.guidance = {}: must be a finite number ≥ 0", self.guidance));
+            return Err(ConfigError::value("guidance", self.guidance, "must be a finite number ≥ 0"));
         }
-        if let Some(GuidanceInterval::EdmSigma { lo, hi }) = self.interval {
-            if !(lo > 0.0 && hi > lo) {
-                return Err(format!("sampler.interval: need 0 < lo < hi, got lo = {lo}, hi = {hi}"));
+        match self.interval {
+            Some(GuidanceInterval::EdmSigma { lo, hi }) if !(lo > 0.0 && hi > lo) => {
+                Err(ConfigError::key("interval", format!("need 0 < lo < hi, got lo = {lo}, hi = {hi}")))
             }
-        }
-        if let Some(GuidanceInterval::Logsnr { min, max }) = self.interval {
-            if !(min < max) {
-                return Err(format!("sampler.interval: need min < max, got min = {min}, max = {max}"));
+            Some(GuidanceInterval::Logsnr { min, max }) if !(min < max) => {
+                Err(ConfigError::key("interval", format!("need min < max, got min = {min}, max = {max}")))
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether the step at `logsnr` runs the unconditional pass.
@@ -182,7 +182,7 @@ pub fn sample<N: Denoiser>(
 
         let out = match null.filter(|_| config.guides_at(l_t)) {
             Some(null) => {
-                // One pass over [conditional; unconditional] (spec §5.3).
+                // One pass over [conditional; unconditional] (method.md §5.3).
                 let nulls = Tensor::<1, Int>::full([b], null, device);
                 let both = net.predict(
                     Tensor::cat(vec![z_in.clone(), z_in.clone()], 0),

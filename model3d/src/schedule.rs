@@ -1,10 +1,12 @@
 //! Noise schedules in logSNR form, λ(t) for t ∈ [0, 1] (t = 0 clean, t = 1 noise), each with its
 //! closed-form Jacobian dλ/dt. All schedule maths runs in f64 on the host: the per-example values
-//! are few and the network only ever sees λ, never t (spec §1.3–1.6).
+//! are few and the network only ever sees λ, never t (method.md §1.3–1.6).
 
 use serde::{Deserialize, Serialize};
 
-/// Which end of the interpolated schedule carries the strong shift (spec §1.5, flagged [U]).
+use crate::config_error::ConfigError;
+
+/// Which end of the interpolated schedule carries the strong shift (method.md §1.5; sources disagree).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InterpolationOrientation {
@@ -33,7 +35,7 @@ pub enum ScheduleConfig {
         #[serde(default = "default_logsnr_max")]
         logsnr_max: f64,
     },
-    /// Log-space interpolation of two shifted cosines (SiD §3.1, spec §1.5).
+    /// Log-space interpolation of two shifted cosines (SiD §3.1, method.md §1.5).
     Interpolated {
         d_low: f64,
         d_high: f64,
@@ -64,7 +66,8 @@ impl Default for ScheduleConfig {
 
 impl ScheduleConfig {
     /// Resolves the config for data whose image side is `d` pixels.
-    pub fn build(&self, d: usize) -> Result<Schedule, String> {
+    /// Errors name keys relative to the schedule table (`d_ref`, `logsnr_min`).
+    pub fn build(&self, d: usize) -> Result<Schedule, ConfigError> {
         let d = d as f64;
         let (lo, hi) = match *self {
             Self::Cosine { logsnr_min, logsnr_max }
@@ -72,10 +75,10 @@ impl ScheduleConfig {
             | Self::Interpolated { logsnr_min, logsnr_max, .. } => (logsnr_min, logsnr_max),
         };
         if !(lo < hi) || !lo.is_finite() || !hi.is_finite() {
-            return Err(format!("schedule: logsnr_min ({lo}) must be finite and below logsnr_max ({hi})"));
+            return Err(ConfigError::value("logsnr_min", lo, format!("must be finite and below logsnr_max ({hi})")));
         }
         let positive = |key: &str, v: f64| {
-            if v > 0.0 && v.is_finite() { Ok(v) } else { Err(format!("schedule.{key} = {v}: must be a positive side length")) }
+            if v > 0.0 && v.is_finite() { Ok(v) } else { Err(ConfigError::value(key, v, "must be a positive side length")) }
         };
         let cosine = Cosine::new(lo, hi);
         Ok(match *self {
@@ -96,7 +99,7 @@ impl ScheduleConfig {
     }
 }
 
-/// The truncated cosine `λ_cos(t) = −2 ln tan(t_min + t (t_max − t_min))` (spec §1.3).
+/// The truncated cosine `λ_cos(t) = −2 ln tan(t_min + t (t_max − t_min))` (method.md §1.3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cosine {
     t_min: f64,
@@ -135,7 +138,7 @@ impl Cosine {
 pub enum Schedule {
     /// `λ(t) = λ_cos(t) + shift`; `shift = 0` is the plain cosine.
     Shifted { cosine: Cosine, shift: f64 },
-    /// `λ(t) = λ_cos(t) + (1 − t)·shift_at_0 + t·shift_at_1` (spec §1.5, derived form).
+    /// `λ(t) = λ_cos(t) + (1 − t)·shift_at_0 + t·shift_at_1` (method.md §1.5, derived form).
     Interpolated { cosine: Cosine, shift_at_0: f64, shift_at_1: f64 },
 }
 
@@ -180,7 +183,7 @@ impl Schedule {
     }
 }
 
-/// Variance-preserving coefficients from λ: `α² = sigmoid(λ)`, `σ² = sigmoid(−λ)` (spec §1.1).
+/// Variance-preserving coefficients from λ: `α² = sigmoid(λ)`, `σ² = sigmoid(−λ)` (method.md §1.1).
 pub fn alpha_sigma(logsnr: f64) -> (f64, f64) {
     (sigmoid(logsnr).sqrt(), sigmoid(-logsnr).sqrt())
 }
@@ -231,21 +234,21 @@ mod tests {
         let c = Cosine::new(-15.0, 15.0);
         assert!((c.logsnr(0.0) - 15.0).abs() < 1e-9);
         assert!((c.logsnr(1.0) + 15.0).abs() < 1e-9);
-        // spec §1.3: t_min = 5.53e-4, t_max − t_min = 1.56969
+        // method.md §1.3: t_min = 5.53e-4, t_max − t_min = 1.56969
         assert!((c.t_min - 5.53e-4).abs() < 1e-6);
         assert!((c.t_max - c.t_min - 1.56969).abs() < 1e-5);
     }
 
     #[test]
-    fn shift_table_matches_spec() {
-        // spec §1.4: s = 2 ln(d_ref/d); 512 with d_ref 64 is −4.159.
+    fn shift_follows_the_resolution_rule() {
+        // method.md §1.4: s = 2 ln(d_ref/d); 512 with d_ref 64 is −4.159.
         let s = ScheduleConfig::Shifted { d_ref: 64.0, logsnr_min: -15.0, logsnr_max: 15.0 }.build(512).unwrap();
         assert!((s.logsnr(0.5) - Cosine::new(-15.0, 15.0).logsnr(0.5) + 4.159).abs() < 1e-3);
     }
 
     #[test]
     fn jacobian_matches_finite_differences() {
-        // spec E0(c): −7.7585 at t = 0.3 for the unshifted cosine.
+        // method.md §1.6: −7.7585 at t = 0.3 for the unshifted cosine.
         let c = Cosine::new(-15.0, 15.0);
         assert!((c.dlogsnr_dt(0.3) + 7.7585).abs() < 1e-3);
         for d in [32, 64, 256, 512] {
@@ -262,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn jacobian_matches_the_cosh_form_of_the_spec() {
+    fn jacobian_matches_its_cosh_form() {
         let s = ScheduleConfig::Shifted { d_ref: 32.0, logsnr_min: -15.0, logsnr_max: 15.0 }.build(128).unwrap();
         let Schedule::Shifted { cosine, shift } = s else { unreachable!() };
         for t in [0.2, 0.5, 0.9] {
@@ -273,7 +276,7 @@ mod tests {
 
     #[test]
     fn interpolation_moves_the_shift_linearly() {
-        // spec §1.5: the shift goes from 2ln(d_high/d) at t=0 to 2ln(d_low/d) at t=1.
+        // method.md §1.5: the shift goes from 2ln(d_high/d) at t=0 to 2ln(d_low/d) at t=1.
         let s = all_schedules(512)[3];
         let c = Cosine::new(-15.0, 15.0);
         assert!((s.logsnr(0.0) - c.logsnr(0.0) - 2.0 * (256.0_f64 / 512.0).ln()).abs() < 1e-9);
@@ -294,8 +297,8 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let err = ScheduleConfig::Shifted { d_ref: -1.0, logsnr_min: -15.0, logsnr_max: 15.0 }.build(64).unwrap_err();
-        assert!(err.contains("d_ref"), "{err}");
+        assert_eq!(err.key, "d_ref");
         let err = ScheduleConfig::Cosine { logsnr_min: 5.0, logsnr_max: 1.0 }.build(64).unwrap_err();
-        assert!(err.contains("logsnr_min"), "{err}");
+        assert_eq!(err.key, "logsnr_min");
     }
 }

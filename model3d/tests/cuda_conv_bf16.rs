@@ -1,4 +1,4 @@
-//! Reproducer for the bf16 convolution backward that stack.md records failing on the H100 with
+//! Reproducer for the bf16 convolution backward that an H100 run recorded failing (BENCHMARKS.md, H100) with
 //! burn-cuda 0.22.1: `Tile shape must be non-zero and <= 256`, then a hang. Ignored: it needs
 //! a GPU (`cargo test --features cuda -p model3d --test cuda_conv_bf16 -- --ignored`), and it
 //! has not run yet; the first GPU session runs it and records what it shows.
@@ -13,7 +13,7 @@ use burn::tensor::ops::ConvOptions;
 #[ignore = "needs a CUDA GPU"]
 fn conv3x3_forward_and_backward_in_bf16() {
     let device = Device::cuda(0).autodiff();
-    // The shape stack.md measured: batch 64, 128 -> 128 channels, 64x64, 3x3, padding 1.
+    // The shape measured then: batch 64, 128 -> 128 channels, 64x64, 3x3, padding 1.
     let x = Tensor::<4>::random([64, 128, 64, 64], burn::tensor::Distribution::Normal(0.0, 1.0), &device).cast(DType::BF16);
     let w = Tensor::<4>::random([128, 128, 3, 3], burn::tensor::Distribution::Normal(0.0, 0.03), &device)
         .cast(DType::BF16)

@@ -10,9 +10,10 @@ use model3d::{BlockKind, UViT, UViTConfig};
 
 #[test]
 fn zero_initialised_network_is_the_skip_path() {
-    // spec E0(e): with zero-initialised residual branches, up(h − after) + before = before at
-    // every level, so the body maps the patch embedding to itself and the output is zero.
-    let config = small_config(10);
+    // docs/method.md §3.2: with zero-initialised residual branches, up(h − after) + before =
+    // before at every level, so the body maps the patch embedding to itself and the output is
+    // zero. Temporal attention's zero-initialised output keeps that so.
+    let config = UViTConfig { temporal: vec![true, false, false], ..small_config(10) };
     let net = UViT::new(&config, &device());
     let x = randn([2, 3, 3, 16, 16], 1);
     let logsnr = Tensor::<2>::from_floats([[15.0, -2.0, 0.5], [3.0, 3.0, -9.0]], &device());
@@ -59,15 +60,26 @@ fn trained_branches_mix_frames_only_at_transformer_levels() {
     let mut res_only = small_config(0);
     res_only.kinds = vec![BlockKind::Res; 3];
     assert_eq!(frame2_change(&res_only), 0.0);
+    // Temporal attention at the first ResBlock level mixes them again.
+    res_only.temporal = vec![true, false, false];
+    assert!(frame2_change(&res_only) > 1e-6);
 }
 
-/// Adds small deterministic noise to every parameter.
+#[test]
+fn temporal_attention_is_rejected_where_joint_attention_already_runs() {
+    let config = UViTConfig { temporal: vec![false, true, false], ..small_config(0) };
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("temporal[1]") && err.contains("ResBlock levels"), "{err}");
+    let config = UViTConfig { temporal: vec![true], ..small_config(0) };
+    assert!(config.validate().unwrap_err().to_string().contains("temporal: has 1 entries"));
+}
+
 #[test]
 fn analytic_parameter_count_matches_the_module() {
-    for classes in [0, 10] {
-        let config = small_config(classes);
+    for (classes, temporal) in [(0, vec![]), (10, vec![]), (0, vec![true, false, false])] {
+        let config = UViTConfig { temporal, ..small_config(classes) };
         let net = UViT::new(&config, &device());
-        assert_eq!(cost(&config, [1, 16, 16]).params, net.num_params() as u64);
+        assert_eq!(cost(&config, [4, 16, 16]).params, net.num_params() as u64);
     }
 }
 
@@ -89,6 +101,8 @@ fn counts_match_a_hand_count() {
         fourier_features: 4,
         heads: 1,
         dropout: vec![],
+        temporal: vec![],
+        attention: Default::default(),
         norm_groups: 8,
         num_classes: 0,
     };
@@ -99,12 +113,22 @@ fn counts_match_a_hand_count() {
     let macs = 6144 + 6144 + 320 + 2 * 1_180_672 + 2 * 9 * 32 * 32 * 16;
     assert_eq!(c.forward_flops, 2.0 * macs as f64);
     assert_eq!(UViT::new(&config, &device()).num_params() as u64, c.params);
+    // Temporal attention at level 0, on 2 frames: per block (encoder and decoder) the norm 32,
+    // FiLM 16·64 + 64, qkv 32·96 + 96, QK-norms 2·32, output 32·32 + 32 = 5408 parameters; MACs
+    // qkv + output 4·32·32·128 tokens, FiLM 2·16·64, attention 2·2²·64 positions·32 = 542720.
+    let temporal = UViTConfig { temporal: vec![true, false], ..config.clone() };
+    let (with, without) = (cost(&temporal, [2, 8, 8]), cost(&config, [2, 8, 8]));
+    assert_eq!(with.params - without.params, 2 * 5408);
+    assert_eq!(with.forward_flops - without.forward_flops, 2.0 * 2.0 * 542_720.0);
+    assert_eq!(with.attention_flops, 2.0 * 2.0 * (2.0 * 4.0 * 64.0 * 32.0));
+    assert_eq!(UViT::new(&temporal, &device()).num_params() as u64, with.params);
 }
 
 #[test]
 fn flops_match_the_reference_pytorch_twin() {
-    // stack.md: PyTorch's flop counter gives 877 GFLOP (imagenet256) and 2632 GFLOP (k600_64)
-    // of training per sample for these shapes, i.e. a third of that per forward pass.
+    // BENCHMARKS.md, the PyTorch twin on the H100: PyTorch's flop counter gives 877 GFLOP
+    // (imagenet256) and 2632 GFLOP (k600_64) of training per sample for these shapes, i.e. a
+    // third of that per forward pass.
     let body = |patch, blocks: usize, mid| UViTConfig {
         in_channels: 3,
         patch_size: patch,
@@ -116,6 +140,8 @@ fn flops_match_the_reference_pytorch_twin() {
         fourier_features: 256,
         heads: 8,
         dropout: vec![],
+        temporal: vec![],
+        attention: Default::default(),
         norm_groups: 32,
         num_classes: 1000,
     };
@@ -127,7 +153,7 @@ fn flops_match_the_reference_pytorch_twin() {
     let rel = |ours: f64, reference: f64| (ours / reference - 1.0).abs();
     assert!(rel(pytorch_train(image), 877e9) < 0.005, "{}", pytorch_train(image) / 1e9);
     assert!(rel(pytorch_train(video), 2632e9) < 0.005, "{}", pytorch_train(video) / 1e9);
-    // 289 M parameters for the image twin, 158 M for the video twin (stack.md).
+    // 289 M parameters for the image twin, 158 M for the video twin (BENCHMARKS.md, the PyTorch twin).
     assert!(rel(image.params as f64, 289e6) < 0.005, "{}", image.params);
     assert!(rel(video.params as f64, 158e6) < 0.005, "{}", video.params);
 }

@@ -9,7 +9,7 @@ use model3d::sampler::{ancestral_step, sample};
 use model3d::schedule::alpha_sigma;
 use model3d::{Denoiser, GuidanceInterval, Prediction, SampleRequest, SamplerConfig, SamplerKind, ScheduleConfig};
 
-/// Predicts x̂ = the known data, whatever it is shown (an oracle, spec E0(d)).
+/// Predicts x̂ = the known data, whatever it is shown (an oracle, method.md §5.1).
 struct Oracle(Tensor<5>);
 impl Denoiser for Oracle {
     fn predict(&self, _z: Tensor<5>, _logsnr: Tensor<2>, _labels: Tensor<1, Int>) -> Tensor<5> {
@@ -62,7 +62,7 @@ fn oracle_sampler_returns_the_data() {
 
 #[test]
 fn oracle_ancestral_chain_has_the_forward_marginals() {
-    // With x̂ = x, ancestral steps from t = 1 keep z_t ~ N(α_t x, σ_t² I) (spec §1.1, §5.1).
+    // With x̂ = x, ancestral steps from t = 1 keep z_t ~ N(α_t x, σ_t² I) (method.md §1.1, §5.1).
     let schedule = ScheduleConfig::default().build(64).unwrap();
     let shape = [1, 1, 3, 64, 64];
     let x = data(shape);
@@ -113,7 +113,7 @@ fn guidance_outside_its_interval_is_the_conditional_sampler() {
 
 #[test]
 fn edm_sigma_interval_converts_to_logsnr() {
-    // spec §5.4: σ ∈ (0.28, 2.9] ⇔ λ ∈ [−2.13, 2.53).
+    // method.md §5.4: σ ∈ (0.28, 2.9] ⇔ λ ∈ [−2.13, 2.53).
     let (min, max) = GuidanceInterval::EdmSigma { lo: 0.28, hi: 2.9 }.logsnr_range();
     assert!((min + 2.13).abs() < 0.01 && (max - 2.546).abs() < 0.01, "{min} {max}");
     let i = GuidanceInterval::EdmSigma { lo: 0.28, hi: 2.9 };

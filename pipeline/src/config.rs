@@ -1,11 +1,10 @@
 //! The run configuration: one TOML file composed of one section per module, with `--set`
-//! overrides, key-path error messages, and validation of every combination.
+//! overrides. Every check fails with a [`ConfigError`] naming the key path and the rule.
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
-use model3d::diffusion::{Diffusion, LossWeighting, Prediction, TimeSampling};
-use model3d::{Precision, SamplerConfig, ScheduleConfig, UViTConfig};
+use anyhow::{Context, Result};
+use model3d::{ConfigError, DiffusionConfig, Precision, SamplerConfig, UViTConfig};
 use serde::{Deserialize, Serialize};
 use video_io::prepare::PrepareConfig;
 
@@ -21,23 +20,6 @@ pub struct RunConfig {
     pub diffusion: DiffusionConfig,
     pub train: TrainConfig,
     pub sample: SamplerConfig,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiffusionConfig {
-    pub schedule: ScheduleConfig,
-    #[serde(default)]
-    pub prediction: Prediction,
-    pub weighting: LossWeighting,
-    #[serde(default)]
-    pub time_sampling: TimeSampling,
-    /// Leading frames of each clip given clean and excluded from the loss (5 for Kinetics-600).
-    #[serde(default)]
-    pub context_frames: usize,
-    /// Draw an independent t for every target frame instead of one per clip.
-    #[serde(default)]
-    pub per_frame_noise: bool,
 }
 
 /// Training, counted in samples seen (clips or images), never epochs.
@@ -70,6 +52,16 @@ pub struct TrainConfig {
     pub flip: bool,
     pub log_every: u64,
     pub checkpoint_every: u64,
+    /// Validation interval in samples, when `train --val` gives held-out clips; 0 validates only
+    /// at checkpoints.
+    #[serde(default)]
+    pub val_every: u64,
+    /// Held-out clips in the fixed validation set (the first ones of `--val`).
+    #[serde(default = "val_clips")]
+    pub val_clips: usize,
+    /// Noise levels of the validation grid: `t = (k + ½) / val_levels`.
+    #[serde(default = "val_levels")]
+    pub val_levels: usize,
     #[serde(default = "keep")]
     pub keep_checkpoints: usize,
     #[serde(default)]
@@ -98,32 +90,28 @@ fn keep() -> usize {
 fn nonfinite() -> u32 {
     10
 }
-
-impl DiffusionConfig {
-    pub fn build(&self, image_side: usize) -> Result<Diffusion> {
-        Ok(Diffusion {
-            schedule: self.schedule.build(image_side).map_err(|e| anyhow!("diffusion.{e}"))?,
-            prediction: self.prediction,
-            weighting: self.weighting.clone(),
-        })
-    }
+fn val_clips() -> usize {
+    16
+}
+fn val_levels() -> usize {
+    8
 }
 
 impl RunConfig {
     /// Reads a TOML file, applies `key=value` overrides, and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        Self::parse(&text, overrides).with_context(|| format!("config {}", path.display()))
+        Ok(Self::parse(&text, overrides).with_context(|| format!("config {}", path.display()))?)
     }
 
-    pub fn parse(text: &str, overrides: &[String]) -> Result<Self> {
-        let mut value: toml::Value = toml::from_str(text)?;
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::key("(file)", format!("not valid TOML: {}", e.message())))?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
         let config: RunConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            anyhow!("at `{path}`: {}", e.into_inner().message())
+            let key = e.path().to_string();
+            ConfigError::key(key, e.into_inner().message().to_owned())
         })?;
         config.validate()?;
         Ok(config)
@@ -134,48 +122,58 @@ impl RunConfig {
     }
 
     /// Every rule the run relies on, each naming its key and the allowed values.
-    pub fn validate(&self) -> Result<()> {
-        self.data.validate().map_err(|e| anyhow!(e))?;
-        self.model.validate().map_err(|e| anyhow!(e))?;
-        self.model.check_input(self.data.size, self.data.size).map_err(|e| anyhow!("data.size: {e}"))?;
-        self.diffusion.weighting.validate().map_err(|e| anyhow!(e))?;
-        self.diffusion.build(self.data.size)?;
-        self.sample.validate().map_err(|e| anyhow!(e))?;
-        let (d, t) = (&self.diffusion, &self.train);
-        if d.context_frames >= self.data.frames {
-            bail!("diffusion.context_frames = {}: must be below data.frames ({})", d.context_frames, self.data.frames);
-        }
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.data.validate().map_err(|e| ConfigError::value(format!("data.{}", e.field), e.value, e.rule))?;
+        self.model.validate().map_err(|e| e.within("model"))?;
+        self.model.check_input(self.data.size)?;
+        self.diffusion.build(self.data.frames, self.data.size).map_err(|e| e.within("diffusion"))?;
+        self.sample.validate().map_err(|e| e.within("sample"))?;
+        self.train.validate(self.model.num_classes).map_err(|e| e.within("train"))
+    }
+}
+
+impl TrainConfig {
+    /// Errors name keys relative to the `[train]` section.
+    fn validate(&self, num_classes: usize) -> Result<(), ConfigError> {
+        let t = self;
         if t.batch_size == 0 {
-            bail!("train.batch_size: must be at least 1");
+            return Err(ConfigError::value("batch_size", 0, "must be at least 1"));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
-            bail!("train.lr = {}: must be a positive number", t.lr);
+            return Err(ConfigError::value("lr", t.lr, "must be a positive number"));
         }
-        for (key, b) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
-            if !(0.0..1.0).contains(&b) {
-                bail!("train.{key} = {b}: must be in [0, 1)");
+        for (key, v) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(ConfigError::value(key, v, "must be in [0, 1)"));
             }
         }
-        if !(t.weight_decay >= 0.0 && t.grad_clip >= 0.0) {
-            bail!("train.weight_decay and train.grad_clip must be ≥ 0 (got {} and {})", t.weight_decay, t.grad_clip);
+        for (key, v) in [("weight_decay", t.weight_decay), ("grad_clip", t.grad_clip)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(ConfigError::value(key, v, "must be a finite number ≥ 0"));
+            }
         }
         if let Some(e) = t.ema_decays.iter().find(|e| !(0.0..1.0).contains(*e)) {
-            bail!("train.ema_decays: {e} is outside [0, 1)");
+            return Err(ConfigError::value("ema_decays", e, "each decay must be in [0, 1)"));
         }
         if !(0.0..1.0).contains(&t.label_dropout) {
-            bail!("train.label_dropout = {}: must be in [0, 1)", t.label_dropout);
+            return Err(ConfigError::value("label_dropout", t.label_dropout, "must be in [0, 1)"));
         }
-        if t.label_dropout > 0.0 && self.model.num_classes == 0 {
-            bail!("train.label_dropout = {}: needs a class-conditional model (model.num_classes > 0)", t.label_dropout);
+        if t.label_dropout > 0.0 && num_classes == 0 {
+            return Err(ConfigError::value("label_dropout", t.label_dropout, "needs a class-conditional model (model.num_classes > 0)"));
         }
         let b = t.batch_size as u64;
         for (key, v) in [("total_samples", t.total_samples), ("log_every", t.log_every), ("checkpoint_every", t.checkpoint_every)] {
             if v == 0 || v % b != 0 {
-                bail!("train.{key} = {v}: must be a positive multiple of train.batch_size ({b})");
+                return Err(ConfigError::value(key, v, format!("must be a positive multiple of train.batch_size ({b})")));
             }
         }
-        if t.keep_checkpoints == 0 {
-            bail!("train.keep_checkpoints: must be at least 1");
+        if t.val_every % b != 0 {
+            return Err(ConfigError::value("val_every", t.val_every, format!("must be 0 or a multiple of train.batch_size ({b})")));
+        }
+        for (key, v) in [("val_clips", t.val_clips), ("val_levels", t.val_levels), ("keep_checkpoints", t.keep_checkpoints)] {
+            if v == 0 {
+                return Err(ConfigError::value(key, 0, "must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -183,8 +181,8 @@ impl RunConfig {
 
 /// `a.b.c=value`: the value is parsed as TOML (number, bool, array, inline table) or else taken
 /// as a string.
-fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
-    let (key, raw) = assignment.split_once('=').ok_or_else(|| anyhow!("--set {assignment}: expected key=value"))?;
+fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<(), ConfigError> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| ConfigError::key(format!("--set {assignment}"), "expected key=value"))?;
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -192,7 +190,7 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
     let mut node = root;
     let parts: Vec<&str> = key.trim().split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let table = node.as_table_mut().ok_or_else(|| anyhow!("--set {key}: `{}` is not a table", parts[..i].join(".")))?;
+        let table = node.as_table_mut().ok_or_else(|| ConfigError::key(parts[..i].join("."), format!("is not a table, cannot set {key}")))?;
         if i + 1 == parts.len() {
             table.insert((*part).to_owned(), value);
             return Ok(());
@@ -205,6 +203,7 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use model3d::LossWeighting;
 
     fn preset(name: &str) -> String {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(name)).unwrap()
@@ -220,14 +219,20 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let text = preset("tiny_video.toml");
-        let err = format!("{:#}", RunConfig::parse(&text, &["train.learning_rate=0.1".into()]).unwrap_err());
-        assert!(err.contains("train.learning_rate") && err.contains("unknown field"), "{err}");
-        let err = format!("{:#}", RunConfig::parse(&text, &["train.lr=-1e-4".into()]).unwrap_err());
-        assert!(err.contains("train.lr = -0.0001"), "{err}");
-        let err = format!("{:#}", RunConfig::parse(&text, &["train.log_every=3".into()]).unwrap_err());
-        assert!(err.contains("train.log_every = 3") && err.contains("multiple"), "{err}");
-        let err = format!("{:#}", RunConfig::parse(&text, &["model.kinds=[\"res\"]".into()]).unwrap_err());
-        assert!(err.contains("model.kinds"), "{err}");
+        let err = RunConfig::parse(&text, &["train.learning_rate=0.1".into()]).unwrap_err();
+        assert!(err.key == "train.learning_rate" && err.rule.contains("unknown field"), "{err}");
+        let err = RunConfig::parse(&text, &["train.lr=-1e-4".into()]).unwrap_err();
+        assert_eq!(err.to_string(), "train.lr = -0.0001: must be a positive number");
+        let err = RunConfig::parse(&text, &["train.log_every=3".into()]).unwrap_err();
+        assert!(err.key == "train.log_every" && err.rule.contains("multiple"), "{err}");
+        let err = RunConfig::parse(&text, &["model.kinds=[\"res\"]".into()]).unwrap_err();
+        assert_eq!(err.key, "model.kinds");
+        let err = RunConfig::parse(&text, &["sample.steps=0".into()]).unwrap_err();
+        assert_eq!(err.to_string(), "sample.steps = 0: must be at least 1");
+        let err = RunConfig::parse(&text, &["diffusion.schedule.d_ref=-2".into()]).unwrap_err();
+        assert_eq!(err.key, "diffusion.schedule.d_ref");
+        let err = RunConfig::parse(&text, &["data.size=0".into()]).unwrap_err();
+        assert_eq!(err.key, "data.size");
     }
 
     #[test]

@@ -1,73 +1,86 @@
-//! `sid2 demo`: the whole pipeline on the bundled real clips, on the CPU, in minutes.
+//! `sid2 demo`: the whole pipeline on real clips bundled in the binary, on the CPU, in minutes:
+//! it calls the stages one after another, as a user would.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use burn::prelude::*;
-use video_io::datasets::video_folder;
-use video_io::prepare::{ShardDataset, prepare};
-use video_io::shard::Shard;
+use anyhow::{Context, Result, bail};
 
-use crate::config::RunConfig;
-use crate::eval::evaluate;
-use crate::sample::{generate, load_model, save_clips, write_media};
-use crate::train::{RunDir, resolve_config, train};
+use crate::encode::MediaArgs;
+use crate::globals::Globals;
+use crate::{eval, prepare, sample, train};
 
 /// The preset the demo trains.
 pub const CONFIG: &str = include_str!("../../configs/tiny_video.toml");
 
-pub struct DemoReport {
-    pub data: PathBuf,
-    pub run: PathBuf,
-    pub samples: PathBuf,
-    pub comparisons: Vec<PathBuf>,
-    pub eval: PathBuf,
-    pub lines: Vec<String>,
+/// The real clips the demo trains on, bundled so that an installed `sid2` runs its demo from any
+/// folder (sources and licences: examples/clips/NOTICE.md).
+const TRAIN_CLIPS: [(&str, &[u8]); 2] = [
+    ("kinetics400_demo.mp4", include_bytes!("../../examples/clips/kinetics400_demo.mp4")),
+    ("short_part_0.mp4", include_bytes!("../../examples/clips/short_part_0.mp4")),
+];
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where everything goes: clips/, data/, run/, samples/.
+    #[arg(long, default_value = "demo-out")]
+    pub out: PathBuf,
+    /// Clips to predict.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+    /// Override a key of the demo's config (configs/tiny_video.toml), e.g. `--set train.total_samples=480`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
 }
 
-/// Prepare → train → predict 11 frames from 5 → comparison MP4s → PSNR/SSIM.
-pub fn run(clips: &Path, out: &Path, overrides: &[String], count: usize, device: &Device, progress: bool) -> Result<DemoReport> {
-    let config = RunConfig::parse(CONFIG, overrides).context("demo config (configs/tiny_video.toml)")?;
-    let mut lines = Vec::new();
-    let data = out.join("data");
-    let listing = video_folder(clips).with_context(|| format!("demo clips {}", clips.display()))?;
-    let prepared = prepare(&listing, &config.data, &data, std::thread::available_parallelism().map_or(2, |n| n.get()), progress)?;
-    lines.push(format!("prepared {} clips from {} videos into {}", prepared.records, listing.inputs.len(), data.display()));
+/// Bundled clips → prepare → train → predict 11 frames from 5 → MP4s and PNG strips → PSNR/SSIM.
+pub fn run(args: Args, globals: &Globals) -> Result<()> {
+    if !video_io::FFMPEG {
+        bail!(video_io::NO_FFMPEG);
+    }
+    let out = &args.out;
+    let clips = unpack(&out.join("clips"), &TRAIN_CLIPS)?;
+    let config = out.join("config.toml");
+    video_io::atomic::write_bytes(&config, &[CONFIG.as_bytes()])?;
+    let (data, run, samples) = (out.join("data"), out.join("run"), out.join("samples"));
+    prepare::run(
+        prepare::Args {
+            config: config.clone(),
+            out: data.clone(),
+            videos: Some(clips),
+            images: None,
+            kinetics_csv: None,
+            kinetics_root: None,
+            classes: None,
+            workers: 2,
+            overrides: args.overrides.clone(),
+        },
+        globals,
+    )?;
+    let train_args = train::Args { run: run.clone(), data: data.clone(), val: None, config: Some(config), init: None, overrides: args.overrides.clone(), dry_run: false };
+    train::run(train_args, globals)?;
+    let media = MediaArgs { fps: 4, upscale: 4 };
+    let sample_args = sample::Args { run, out: samples.clone(), data: Some(data), video: None, count: args.count, seed: 0, ema: None, batch: 4, media, overrides: Vec::new() };
+    sample::run(sample_args, globals)?;
+    let report = samples.join("eval.json");
+    let eval_args = eval::Args {
+        pred: samples.join(sample::PREDICTIONS),
+        real: samples.join(sample::REAL),
+        context: crate::config::RunConfig::parse(CONFIG, &args.overrides)?.diffusion.context_frames,
+        out: Some(report.clone()),
+        i3d: None,
+        inception: None,
+        batch: 4,
+    };
+    eval::run(eval_args, globals)?;
+    println!("comparison videos (context | real | predicted) and PNG strips in {}; scores in {}", samples.display(), report.display());
+    Ok(())
+}
 
-    let run = RunDir(out.join("run"));
-    let config = resolve_config(&run, Some(config))?;
-    let summary = train(&run, &data, &config, device, progress)?;
-    lines.push(format!("trained to {} samples (final loss {:.4}); metrics in {}", summary.samples_seen, summary.last_loss, run.metrics().display()));
-
-    let (model, weights) = load_model(&run, &config, None, device)?;
-    let dataset = ShardDataset::open(&data)?;
-    let count = count.min(dataset.len());
-    let real: Vec<Vec<u8>> = (0..count).map(|i| dataset.get(i).0.pixels.to_vec()).collect();
-    let labels = vec![0i64; count];
-    let (generated, stats) = generate(&model, &config, Some(&real), &labels, config.train.seed, 4, device, progress)?;
-    let samples = out.join("samples");
-    std::fs::create_dir_all(&samples).with_context(|| format!("cannot create {}", samples.display()))?;
-    let (frames, side, k) = (config.data.frames, config.data.size, config.diffusion.context_frames);
-    save_clips(&samples.join("predictions.bin"), frames, side, &generated, &labels)?;
-    save_clips(&samples.join("real.bin"), frames, side, &real, &labels)?;
-    let media = write_media(&samples, frames, side, k, &generated, Some(&real), 4, 4)?;
-    lines.push(format!(
-        "predicted {} frames from {k} for {count} clips with {} ({} network passes each); videos in {}",
-        frames - k,
-        weights.display(),
-        stats.evaluations,
-        samples.display()
-    ));
-    let report = evaluate(&Shard::open(&samples.join("predictions.bin"))?, &Shard::open(&samples.join("real.bin"))?, k)?;
-    let eval = samples.join("eval.json");
-    std::fs::write(&eval, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", eval.display()))?;
-    lines.push(format!(
-        "predicted frames vs real: PSNR {:.2} dB, SSIM {:.3}; repeating the last context frame: {:.2} dB, {:.3} ({})",
-        report.mean_psnr_db,
-        report.mean_ssim,
-        report.last_frame_psnr_db,
-        report.last_frame_ssim,
-        eval.display()
-    ));
-    Ok(DemoReport { data, run: run.0, samples, comparisons: media.comparisons, eval, lines })
+/// Writes bundled files into `dir` and returns it.
+fn unpack(dir: &Path, files: &[(&str, &[u8])]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, bytes) in files {
+        video_io::atomic::write_bytes(&dir.join(name), &[bytes])?;
+    }
+    Ok(dir.to_owned())
 }

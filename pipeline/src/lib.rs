@@ -1,18 +1,18 @@
-//! The stages of the SiD2 pipeline behind the `sid2` command.
+//! The stages of the SiD2 pipeline behind the `sid2` command. Each stage is one module with its
+//! command-line `Args` and a `run`: [`prepare`] → [`train`] → [`sample`] → [`encode`] →
+//! [`eval`], plus [`info`], [`bench`] and [`demo`]. [`cli`] only parses and dispatches.
 
 pub mod bench;
-pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod encode;
 pub mod eval;
-pub mod fidelity;
-pub mod frechet;
+pub mod globals;
 pub mod info;
-pub mod loader;
-pub mod metrics;
-pub mod params;
-pub mod quality;
+pub mod plot;
+pub mod prepare;
+pub mod run;
 pub mod sample;
+pub mod tensor;
 pub mod train;
-pub mod trainer;

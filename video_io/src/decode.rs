@@ -49,12 +49,28 @@ pub struct Frame {
 /// The frames of a file's best video stream and what the stream says of itself.
 #[derive(Clone, Debug)]
 pub struct Decoded {
+    /// Every frame that decoded cleanly, up to any damage.
     pub frames: Vec<Frame>,
     pub width: usize,
     pub height: usize,
     /// Average frame rate of the stream.
     pub fps: f64,
+    /// Where decoding stopped early, if it did: the frames before it are intact.
+    pub damage: Option<Damage>,
 }
+
+/// Damaged or missing data part-way through a stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Damage {
+    /// Index of the first frame that could not be decoded (= frames kept).
+    pub frame: usize,
+    pub reason: String,
+}
+
+/// A stream that decodes without error but stops short of the frame count its container lists is
+/// truncated only when at least this fraction is missing: real containers often list a few frames
+/// more than they hold (`bgslibrary_video02.avi` lists 750 and holds 748).
+const TRUNCATED_FRACTION: f64 = 0.1;
 
 /// Time range `[start, end)` in seconds; `None` on either side is open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -77,17 +93,21 @@ impl TimeRange {
     }
 }
 
-/// Decodes the frames of the best video stream of `path` that fall in `range`. Audio and other
-/// streams are ignored. Any decoding error (corrupt packet, truncated stream) fails the whole file:
-/// a clip with a damaged frame is not training data.
+/// Decodes the frames of the best video stream of `path` that fall in `range`; audio and other
+/// streams are ignored. The first decoding error (a corrupt packet, a stream cut short) ends the
+/// decode: the frames before it are returned with the [`Damage`], since a clip that contains a
+/// damaged frame is not training data but the clean ones before it are. A file with no clean
+/// frame at all is an error.
 #[cfg(not(feature = "ffmpeg"))]
 pub fn decode(path: &Path, _range: TimeRange, _size: FrameSize) -> Result<Decoded> {
     Err(Error::input(path, crate::NO_FFMPEG))
 }
 
-/// Decodes the frames of the best video stream of `path` that fall in `range`. Audio and other
-/// streams are ignored. Any decoding error (corrupt packet, truncated stream) fails the whole file:
-/// a clip with a damaged frame is not training data.
+/// Decodes the frames of the best video stream of `path` that fall in `range`; audio and other
+/// streams are ignored. The first decoding error (a corrupt packet, a stream cut short) ends the
+/// decode: the frames before it are returned with the [`Damage`], since a clip that contains a
+/// damaged frame is not training data but the clean ones before it are. A file with no clean
+/// frame at all is an error.
 #[cfg(feature = "ffmpeg")]
 pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded> {
     init();
@@ -142,7 +162,8 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
     let mut frames = Vec::new();
     let mut decoded = VideoFrame::empty();
     let mut rgb = VideoFrame::empty();
-    let mut drain = |decoder: &mut ffmpeg::decoder::Video, frames: &mut Vec<Frame>| -> Result<bool> {
+    // Ok(true) once the range is done, Ok(false) when the decoder wants more data.
+    let mut drain = |decoder: &mut ffmpeg::decoder::Video, frames: &mut Vec<Frame>| -> std::result::Result<bool, String> {
         loop {
             match decoder.receive_frame(&mut decoded) {
                 Ok(()) => {
@@ -154,7 +175,7 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
                     if range.before_start(time) {
                         continue;
                     }
-                    scaler.run(&decoded, &mut rgb).map_err(|e| err(format!("pixel conversion failed: {e}")))?;
+                    scaler.run(&decoded, &mut rgb).map_err(|e| format!("pixel conversion failed: {e}"))?;
                     let (data, stride) = (rgb.data(0), rgb.stride(0));
                     let pixels = match &resizer {
                         Some(r) => r.apply(data, stride),
@@ -164,34 +185,47 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
                 }
                 Err(ffmpeg::Error::Eof) => return Ok(true),
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => return Ok(false),
-                Err(e) => return Err(err(format!("corrupt video data at frame {}: {e}", frames.len()))),
+                Err(e) => return Err(format!("corrupt video data: {e}")),
             }
         }
     };
+    let mut damage = None;
     let mut done = false;
     for (stream, packet) in input.packets() {
         if stream.index() != index {
             continue;
         }
-        decoder.send_packet(&packet).map_err(|e| err(format!("corrupt video packet after frame {}: {e}", frames.len())))?;
-        if drain(&mut decoder, &mut frames)? {
-            done = true;
-            break;
+        let sent = decoder.send_packet(&packet).map_err(|e| format!("corrupt video packet: {e}"));
+        match sent.and_then(|()| drain(&mut decoder, &mut frames)) {
+            Ok(true) => {
+                done = true;
+                break;
+            }
+            Ok(false) => {}
+            Err(reason) => {
+                damage = Some(Damage { frame: frames.len(), reason });
+                break;
+            }
         }
     }
-    if !done {
-        decoder.send_eof().map_err(|e| err(format!("decoder failed at end of stream: {e}")))?;
-        drain(&mut decoder, &mut frames)?;
+    if !done && damage.is_none() {
+        let flushed = decoder.send_eof().map_err(|e| format!("decoder failed at end of stream: {e}"));
+        if let Err(reason) = flushed.and_then(|()| drain(&mut decoder, &mut frames)) {
+            damage = Some(Damage { frame: frames.len(), reason });
+        }
     }
     if frames.is_empty() {
-        return Err(err("no decodable video frames".into()));
+        let why = damage.map_or_else(|| "no decodable video frames".to_owned(), |d| format!("no clean frame before the damage ({})", d.reason));
+        return Err(err(why));
     }
-    if range == TimeRange::default() && frames.len() < declared {
-        return Err(err(format!("truncated: the container lists {declared} frames, only {} decode", frames.len())));
+    let missing = declared.saturating_sub(frames.len());
+    if damage.is_none() && range == TimeRange::default() && missing as f64 > TRUNCATED_FRACTION * declared as f64 {
+        let reason = format!("truncated: the stream ends after {} of the {declared} frames its container lists", frames.len());
+        damage = Some(Damage { frame: frames.len(), reason });
     }
     let (width, height) = match size {
         FrameSize::Native => (width, height),
         FrameSize::Square(s) => (s, s),
     };
-    Ok(Decoded { frames, width, height, fps })
+    Ok(Decoded { frames, width, height, fps, damage })
 }

@@ -1,5 +1,5 @@
 //! Video and image data for SiD2: FFmpeg decoding into small square RGB clips, the Kinetics-600
-//! and image-folder datasets, checksummed shard files, and MP4/PNG output.
+//! and image-folder datasets, checksummed shard files, host clip arrays, and MP4/PNG output.
 
 pub mod atomic;
 pub mod clips;
@@ -9,6 +9,7 @@ pub mod encode;
 pub mod error;
 pub mod prepare;
 pub mod resize;
+pub mod sampling;
 pub mod shard;
 
 pub use error::{Error, Result};

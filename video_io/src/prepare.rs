@@ -3,17 +3,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array5, s};
 use serde::{Deserialize, Serialize};
 
-use crate::clips::{FrameSampling, windows};
+use crate::clips::Clips;
 use crate::datasets::{Input, InputKind, Listing};
-use crate::decode::{FrameSize, decode};
+use crate::decode::{Damage, FrameSize, decode};
 use crate::error::{Error, Result};
 use crate::resize::{area_resize, centre_square};
+use crate::sampling::{FrameSampling, windows};
 use crate::shard::{Record, RecordLayout, Shard, write_shard};
 
 pub const MANIFEST: &str = "manifest.json";
@@ -43,14 +44,28 @@ fn inputs_per_shard() -> usize {
     64
 }
 
+/// A `[data]` setting that breaks a rule: `field` is relative to the section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidSetting {
+    pub field: String,
+    pub value: String,
+    pub rule: String,
+}
+
+impl std::fmt::Display for InvalidSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "data.{} = {}: {}", self.field, self.value, self.rule)
+    }
+}
+
 impl PrepareConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        for (key, v) in [("frames", self.frames), ("size", self.size), ("clips_per_video", self.clips_per_video), ("inputs_per_shard", self.inputs_per_shard)] {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        for (field, v) in [("frames", self.frames), ("size", self.size), ("clips_per_video", self.clips_per_video), ("inputs_per_shard", self.inputs_per_shard)] {
             if v == 0 {
-                return Err(format!("data.{key}: must be at least 1"));
+                return Err(InvalidSetting { field: field.into(), value: "0".into(), rule: "must be at least 1".into() });
             }
         }
-        self.sampling.validate().map_err(|e| format!("data.{e}"))
+        self.sampling.validate().map_err(|(field, value, rule)| InvalidSetting { field: format!("sampling.{field}"), value, rule })
     }
 
     pub fn layout(&self) -> RecordLayout {
@@ -69,6 +84,9 @@ pub struct Manifest {
     pub inputs: usize,
     pub shards: Vec<ShardEntry>,
     pub skipped: Vec<Skipped>,
+    /// Inputs damaged part-way: the clips before the damage are in the shards.
+    #[serde(default)]
+    pub damaged: Vec<Damaged>,
     pub missing: Vec<PathBuf>,
 }
 
@@ -95,6 +113,15 @@ pub struct Skipped {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Damaged {
+    pub path: PathBuf,
+    /// Where decoding failed and why.
+    pub damage: Damage,
+    /// Whole clips taken from the frames before the damage.
+    pub clips_kept: usize,
+}
+
 impl Manifest {
     pub fn records(&self) -> usize {
         self.shards.iter().map(|s| s.records).sum()
@@ -119,6 +146,8 @@ pub struct PrepareReport {
     pub chunks_resumed: usize,
     pub records: usize,
     pub skipped: usize,
+    /// Inputs damaged part-way whose clean clips were kept.
+    pub damaged: usize,
     pub missing: usize,
 }
 
@@ -130,39 +159,8 @@ pub fn prepare(listing: &Listing, config: &PrepareConfig, out: &Path, workers: u
         return Err(Error::input(out, format!("data.frames = {}: image inputs make clips of 1 frame", config.frames)));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let fresh = Manifest {
-        format_version: crate::shard::VERSION,
-        config: config.clone(),
-        layout: config.layout(),
-        classes: listing.classes.clone(),
-        inputs: listing.inputs.len(),
-        shards: Vec::new(),
-        skipped: listing.unreadable.iter().map(|(path, reason)| Skipped { path: path.clone(), reason: reason.clone() }).collect(),
-        missing: listing.missing.clone(),
-    };
-    let mut report = PrepareReport { missing: listing.missing.len(), ..PrepareReport::default() };
-    let mut manifest = if out.join(MANIFEST).exists() {
-        let old = Manifest::load(out)?;
-        let same = old.config == fresh.config && old.classes == fresh.classes && old.inputs == fresh.inputs && old.format_version == fresh.format_version;
-        if !same {
-            return Err(Error::input(
-                out.join(MANIFEST),
-                "was made with other settings or inputs; choose another output folder or delete this one",
-            ));
-        }
-        // Keep only shards that are still whole; the others are redone.
-        let mut kept = old.clone();
-        kept.shards.retain(|s| Shard::open(&out.join(&s.file)).is_ok_and(|sh| sh.crc == s.crc32));
-        // Skips recorded for chunks being redone are recorded again when they are redone.
-        let kept_chunks: HashSet<usize> = kept.shards.iter().map(|s| s.chunk).collect();
-        let chunk_of: HashMap<&Path, usize> =
-            listing.inputs.iter().enumerate().map(|(i, input)| (input.path.as_path(), i / config.inputs_per_shard)).collect();
-        kept.skipped.retain(|s| chunk_of.get(s.path.as_path()).is_none_or(|c| kept_chunks.contains(c)));
-        report.chunks_resumed = kept.shards.len();
-        kept
-    } else {
-        fresh
-    };
+    let (mut manifest, resumed) = open_manifest(listing, config, out)?;
+    let mut report = PrepareReport { missing: listing.missing.len(), chunks_resumed: resumed, ..PrepareReport::default() };
     manifest.save(out)?;
 
     let chunks: Vec<usize> = (0..listing.inputs.len().div_ceil(config.inputs_per_shard))
@@ -171,42 +169,98 @@ pub fn prepare(listing: &Listing, config: &PrepareConfig, out: &Path, workers: u
     let todo: usize = chunks.iter().map(|&c| listing.inputs[c * config.inputs_per_shard..].len().min(config.inputs_per_shard)).sum();
     let bar = if progress { ProgressBar::new(todo as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("prepare {bar:30} {pos}/{len} inputs  {per_sec}  ETA {eta}").expect("valid template"));
+    let runtime = decode_runtime(workers)?;
     for chunk in chunks {
         let start = chunk * config.inputs_per_shard;
         let inputs = &listing.inputs[start..(start + config.inputs_per_shard).min(listing.inputs.len())];
-        let results = decode_parallel(inputs, config, workers, &bar);
-        let mut sources = Vec::new();
-        let mut records: Vec<(i32, Vec<u8>)> = Vec::new();
-        for (input, result) in inputs.iter().zip(results) {
-            match result {
-                Ok(clips) => {
-                    for (clip, pixels) in clips.into_iter().enumerate() {
-                        sources.push(Source { path: input.path.clone(), clip });
-                        records.push((input.label, pixels));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(path = %input.path.display(), reason = %reason(&e), "skipped input");
-                    manifest.skipped.push(Skipped { path: input.path.clone(), reason: reason(&e) });
-                    report.skipped += 1;
-                }
-            }
-        }
-        let file = format!("shard-{chunk:05}.bin");
-        let crc = write_shard(
-            &out.join(&file),
-            config.layout(),
-            records.iter().enumerate().map(|(i, (label, pixels))| Record { label: *label, source: i as u32, pixels }),
-        )?;
-        report.records += records.len();
-        report.chunks_done += 1;
-        manifest.shards.push(ShardEntry { chunk, file, records: records.len(), crc32: crc, sources });
+        let results = runtime.block_on(decode_all(inputs, config, &bar));
+        let entry = write_chunk(out, chunk, config, inputs, results, &mut manifest, &mut report)?;
+        tracing::info!(chunk, records = entry.records, "shard written");
+        manifest.shards.push(entry);
         manifest.shards.sort_by_key(|s| s.chunk);
         manifest.save(out)?;
-        tracing::info!(chunk, records = records.len(), "shard written");
     }
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// The manifest to continue: a fresh one, or the one in `out` (which must have been made with
+/// the same settings and inputs) without the shards that are no longer whole. Also returns how
+/// many shards are kept.
+fn open_manifest(listing: &Listing, config: &PrepareConfig, out: &Path) -> Result<(Manifest, usize)> {
+    let fresh = Manifest {
+        format_version: crate::shard::VERSION,
+        config: config.clone(),
+        layout: config.layout(),
+        classes: listing.classes.clone(),
+        inputs: listing.inputs.len(),
+        shards: Vec::new(),
+        skipped: listing.unreadable.iter().map(|(path, reason)| Skipped { path: path.clone(), reason: reason.clone() }).collect(),
+        damaged: Vec::new(),
+        missing: listing.missing.clone(),
+    };
+    if !out.join(MANIFEST).exists() {
+        return Ok((fresh, 0));
+    }
+    let mut kept = Manifest::load(out)?;
+    let same = kept.config == fresh.config && kept.classes == fresh.classes && kept.inputs == fresh.inputs && kept.format_version == fresh.format_version;
+    if !same {
+        return Err(Error::input(out.join(MANIFEST), "was made with other settings or inputs; choose another output folder or delete this one"));
+    }
+    kept.shards.retain(|s| Shard::open(&out.join(&s.file)).is_ok_and(|sh| sh.crc == s.crc32));
+    // What was recorded for chunks being redone is recorded again when they are redone.
+    let kept_chunks: HashSet<usize> = kept.shards.iter().map(|s| s.chunk).collect();
+    let chunk_of: HashMap<&Path, usize> = listing.inputs.iter().enumerate().map(|(i, input)| (input.path.as_path(), i / config.inputs_per_shard)).collect();
+    let still_kept = |path: &Path| chunk_of.get(path).is_none_or(|c| kept_chunks.contains(c));
+    kept.skipped.retain(|s| still_kept(&s.path));
+    kept.damaged.retain(|d| still_kept(&d.path));
+    let resumed = kept.shards.len();
+    Ok((kept, resumed))
+}
+
+/// Writes one chunk's clips as a shard, recording skipped and damaged inputs.
+fn write_chunk(
+    out: &Path,
+    chunk: usize,
+    config: &PrepareConfig,
+    inputs: &[Input],
+    results: Vec<Result<InputClips>>,
+    manifest: &mut Manifest,
+    report: &mut PrepareReport,
+) -> Result<ShardEntry> {
+    let (mut sources, mut records) = (Vec::new(), Vec::new());
+    for (input, result) in inputs.iter().zip(results) {
+        let clips = match result {
+            Ok(clips) => clips,
+            Err(e) => {
+                tracing::warn!(path = %input.path.display(), reason = %reason(&e), "skipped input");
+                manifest.skipped.push(Skipped { path: input.path.clone(), reason: reason(&e) });
+                report.skipped += 1;
+                continue;
+            }
+        };
+        if let Some(damage) = clips.damage {
+            tracing::warn!(path = %input.path.display(), frame = damage.frame, reason = %damage.reason, kept = clips.clips.len(), "damaged input: clean clips kept");
+            manifest.damaged.push(Damaged { path: input.path.clone(), damage, clips_kept: clips.clips.len() });
+            report.damaged += 1;
+        }
+        for i in 0..clips.clips.len() {
+            sources.push(Source { path: input.path.clone(), clip: i });
+        }
+        records.push(clips.clips);
+    }
+    let file = format!("shard-{chunk:05}.bin");
+    let per_clip = config.layout().pixel_bytes();
+    let records: Vec<Record<'_>> = records
+        .iter()
+        .flat_map(|c| c.pixels.as_slice().expect("clips are built in standard layout").chunks_exact(per_clip).zip(&c.labels))
+        .enumerate()
+        .map(|(i, (pixels, &label))| Record { label, source: i as u32, pixels })
+        .collect();
+    let crc = write_shard(&out.join(&file), config.layout(), records.iter().copied())?;
+    report.records += records.len();
+    report.chunks_done += 1;
+    Ok(ShardEntry { chunk, file, records: records.len(), crc32: crc, sources })
 }
 
 fn reason(e: &Error) -> String {
@@ -216,46 +270,74 @@ fn reason(e: &Error) -> String {
     }
 }
 
-/// Decodes `inputs` on `workers` threads; results come back in input order.
-fn decode_parallel(inputs: &[Input], config: &PrepareConfig, workers: usize, bar: &ProgressBar) -> Vec<Result<Vec<Vec<u8>>>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Vec<Vec<u8>>>>>> = Mutex::new((0..inputs.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..workers.clamp(1, inputs.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(input) = inputs.get(i) else { break };
-                    let r = clips_of(input, config);
-                    results.lock().expect("no worker panics while holding the lock")[i] = Some(r);
-                    bar.inc(1);
-                }
-            });
-        }
-    });
-    results.into_inner().expect("workers finished").into_iter().map(|r| r.expect("every input decoded")).collect()
+/// The runtime that decodes: at most `workers` blocking decodes at a time (decoding is CPU-bound
+/// FFmpeg work, so it runs on tokio's blocking pool, sized to the workers).
+fn decode_runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(workers.max(1))
+        .thread_name("decode")
+        .build()
+        .map_err(|e| Error::io(Path::new("(tokio runtime)"), e))
 }
 
-/// The clips of one input, each `[T, H, W, 3]` bytes.
-pub fn clips_of(input: &Input, config: &PrepareConfig) -> Result<Vec<Vec<u8>>> {
+/// Decodes `inputs` concurrently on the runtime's blocking pool; results come back in input order.
+async fn decode_all(inputs: &[Input], config: &PrepareConfig, bar: &ProgressBar) -> Vec<Result<InputClips>> {
+    let config = Arc::new(config.clone());
+    let tasks: Vec<_> = inputs
+        .iter()
+        .map(|input| {
+            let (input, config, bar) = (input.clone(), config.clone(), bar.clone());
+            tokio::task::spawn_blocking(move || {
+                let result = clips_of(&input, &config);
+                bar.inc(1);
+                result
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for (task, input) in tasks.into_iter().zip(inputs) {
+        results.push(task.await.unwrap_or_else(|e| Err(Error::input(&input.path, format!("decoder crashed: {e}")))));
+    }
+    results
+}
+
+/// The clips taken from one input, and any damage that ended its decoding early.
+#[derive(Clone, Debug)]
+pub struct InputClips {
+    pub clips: Clips,
+    pub damage: Option<Damage>,
+}
+
+/// The clips of one input, each `[T, H, W, 3]`, labelled with the input's label.
+pub fn clips_of(input: &Input, config: &PrepareConfig) -> Result<InputClips> {
     match input.kind {
         InputKind::Video { range } => {
             let decoded = decode(&input.path, range, FrameSize::Square(config.size))?;
             let sampled = config.sampling.indices(&decoded.frames);
-            let clips = windows(&sampled, config.frames, config.clips_per_video);
-            if clips.is_empty() {
-                return Err(Error::input(
-                    &input.path,
-                    format!("too short: {} frames after sampling, a clip needs {}", sampled.len(), config.frames),
-                ));
+            let windows = windows(&sampled, config.frames, config.clips_per_video);
+            if windows.is_empty() {
+                let damage = decoded.damage.as_ref().map(|d| format!(" (damaged at frame {}: {})", d.frame, d.reason)).unwrap_or_default();
+                let why = format!("too short: {} frames after sampling, a clip needs {}{damage}", sampled.len(), config.frames);
+                return Err(Error::input(&input.path, why));
             }
-            Ok(clips.into_iter().map(|w| w.iter().flat_map(|&f| decoded.frames[f].rgb.iter().copied()).collect()).collect())
+            let (s, n) = (config.size, windows.len());
+            let mut pixels = Array5::<u8>::zeros((n, config.frames, s, s, 3));
+            for (i, window) in windows.iter().enumerate() {
+                for (f, &frame) in window.iter().enumerate() {
+                    let rgb = ndarray::ArrayView3::from_shape((s, s, 3), &decoded.frames[frame].rgb).expect("decoded at the config's size");
+                    pixels.slice_mut(s![i, f, .., .., ..]).assign(&rgb);
+                }
+            }
+            Ok(InputClips { clips: Clips::new(pixels, vec![input.label; n]), damage: decoded.damage })
         }
         InputKind::Image => {
             let img = image::open(&input.path).map_err(|e| Error::input(&input.path, format!("not a readable image: {e}")))?.to_rgb8();
             let (w, h) = (img.width() as usize, img.height() as usize);
-            let (x0, y0, s) = centre_square(w, h);
-            Ok(vec![area_resize(img.as_raw(), w * 3, (x0, y0, s, s), config.size, config.size)])
+            let (x0, y0, side) = centre_square(w, h);
+            let bytes = area_resize(img.as_raw(), w * 3, (x0, y0, side, side), config.size, config.size);
+            let pixels = Array5::from_shape_vec((1, 1, config.size, config.size, 3), bytes).expect("resized to the config's size");
+            Ok(InputClips { clips: Clips::new(pixels, vec![input.label]), damage: None })
         }
     }
 }
@@ -307,5 +389,10 @@ impl ShardDataset {
         let s = self.starts.partition_point(|&start| start <= i) - 1;
         let record = self.shards[s].get(i - self.starts[s]);
         (record, &self.manifest.shards[s].sources[record.source as usize])
+    }
+
+    /// Records `range` as host clips.
+    pub fn clips(&self, range: std::ops::Range<usize>) -> Clips {
+        Clips::from_records(self.layout(), range.map(|i| self.get(i).0))
     }
 }

@@ -39,11 +39,22 @@ pub struct RecordLayout {
 }
 
 impl RecordLayout {
+    /// `[T, H, W, C]`.
+    pub fn dims(&self) -> [usize; 4] {
+        [self.frames, self.height, self.width, self.channels].map(|v| v as usize)
+    }
+
     pub fn pixel_bytes(&self) -> usize {
         (self.frames * self.height * self.width * self.channels) as usize
     }
     pub fn record_bytes(&self) -> usize {
         RECORD_PREFIX + self.pixel_bytes()
+    }
+}
+
+impl std::fmt::Display for RecordLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} frames of {}x{}x{}", self.frames, self.height, self.width, self.channels)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{run, shared};
-use video_io::clips::FrameSampling;
+use video_io::sampling::FrameSampling;
 use video_io::datasets::{image_folder, kinetics, read_class_list, read_kinetics_csv, video_folder};
 use video_io::prepare::{Manifest, PrepareConfig, ShardDataset, clips_of, prepare};
 
@@ -52,17 +52,50 @@ fn bad_inputs_are_skipped_with_reasons_and_the_rest_is_prepared() {
     assert!(reason("zero_bytes.mp4").contains("empty"));
     assert!(reason("text.mp4").contains("not a readable media file"));
     assert!(reason("truncated.mp4").contains("not a readable media file"));
-    assert!(reason("corrupt_middle.mp4").contains("corrupt"));
     assert!(reason("short.mp4").contains("too short: 8 frames"));
     assert!(reason("audio_only.mp4").contains("no video stream"));
     assert!(reason("dangling_link").contains("cannot read"));
-    assert_eq!(manifest.skipped.len(), 7);
-    assert_eq!(report.skipped, 6); // the dangling link was reported while listing
-    // Four good clips, two 16-frame windows each (part_0.mp4 has 32 frames: exactly two).
-    assert_eq!(report.records, 8);
+    assert_eq!(manifest.skipped.len(), 6);
+    assert_eq!(report.skipped, 5); // the dangling link was reported while listing
+    // The clip damaged half-way keeps its clean clips (two 16-frame windows from its first half).
+    let damaged = &manifest.damaged;
+    assert_eq!(damaged.len(), 1, "{damaged:#?}");
+    assert!(damaged[0].path.ends_with("corrupt_middle.mp4") && damaged[0].damage.reason.contains("corrupt"), "{damaged:#?}");
+    assert!(damaged[0].damage.frame >= 32 && damaged[0].clips_kept == 2, "{damaged:#?}");
+    assert_eq!(report.damaged, 1);
+    // Four good clips and the damaged one, two 16-frame windows each (part_0.mp4 has 32 frames).
+    assert_eq!(report.records, 10);
     let data = ShardDataset::open(&out).unwrap();
-    assert_eq!(data.len(), 8);
+    assert_eq!(data.len(), 10);
     assert!(!out.read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("partial")));
+}
+
+#[test]
+fn damage_after_the_first_tenth_keeps_the_clean_clips_before_it() {
+    // One corrupt packet's worth of flipped bytes just after the first tenth of a real clip.
+    let tmp = tempfile::tempdir().unwrap();
+    let real = std::fs::read(shared().join("videos/test.mp4")).unwrap();
+    let mut bytes = real.clone();
+    let at = real.len() / 10 + 1000;
+    bytes[at..at + 2000].iter_mut().for_each(|b| *b ^= 0x5A);
+    let path = tmp.path().join("damaged.mp4");
+    std::fs::write(&path, bytes).unwrap();
+    let input = video_io::datasets::Input { path, label: 3, kind: video_io::datasets::InputKind::Video { range: Default::default() } };
+    let cfg = PrepareConfig { clips_per_video: 20, ..config() };
+    let got = clips_of(&input, &cfg).unwrap();
+    let damage = got.damage.expect("the damage is reported");
+    assert!(damage.frame >= 16 && damage.frame < 300, "{damage:?}");
+    assert_eq!(got.clips.len(), damage.frame / 16, "every whole clip before frame {} is kept", damage.frame);
+    assert!(got.clips.labels.iter().all(|&l| l == 3));
+}
+
+#[test]
+fn a_healthy_avi_whose_container_lists_two_frames_more_is_not_truncated() {
+    // bgslibrary_video02.avi: the AVI index lists 750 frames, 748 decode without error (ffprobe
+    // -count_frames agrees).
+    let path = shared().join("../clips/bgslibrary_video02.avi");
+    let d = video_io::decode::decode(&path, Default::default(), video_io::decode::FrameSize::Square(16)).unwrap();
+    assert_eq!((d.frames.len(), d.damage), (748, None));
 }
 
 #[test]
@@ -75,9 +108,11 @@ fn shards_return_the_decoded_bytes_and_catch_a_flipped_byte() {
     assert_eq!(data.layout().pixel_bytes(), 16 * 32 * 32 * 3);
     let mut i = 0;
     for input in &listing.inputs {
-        for (clip_index, clip) in clips_of(input, &cfg).unwrap().iter().enumerate() {
+        let clips = clips_of(input, &cfg).unwrap().clips;
+        for clip_index in 0..clips.len() {
             let (record, source) = data.get(i);
-            assert_eq!((record.pixels, record.label), (&clip[..], input.label));
+            let expected: Vec<u8> = clips.clip(clip_index).iter().copied().collect();
+            assert_eq!((record.pixels, record.label), (&expected[..], input.label));
             assert_eq!((&source.path, source.clip), (&input.path, clip_index));
             i += 1;
         }

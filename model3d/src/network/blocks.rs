@@ -1,4 +1,4 @@
-//! The blocks of the Residual U-ViT (spec §3.2). Every residual branch ends in a
+//! The blocks of the Residual U-ViT (method.md §3.2). Every residual branch ends in a
 //! zero-initialised projection, so each block starts as the identity.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -6,9 +6,10 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, 
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::silu;
-use burn::tensor::module::{attention, avg_pool2d};
-use burn::tensor::ops::{AttentionModuleOptions, AvgPoolOptions};
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
 
+use super::config::AttentionImpl;
 use super::rope::Rope;
 
 pub(crate) fn conv3x3(c_in: usize, c_out: usize, bias: bool, device: &Device) -> Conv2d {
@@ -32,6 +33,11 @@ fn zero_linear(c_in: usize, c_out: usize, device: &Device) -> Linear {
 fn in_f32<const D: usize>(x: Tensor<D>, norm: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
     let dtype = x.dtype();
     norm(x.cast(DType::F32)).cast(dtype)
+}
+
+/// Softmax attention with scale `1/√D` over `[B, heads, N, D]`.
+fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, flash: bool) -> Tensor<4> {
+    if flash { crate::attention::attention(q, k, v) } else { crate::attention::decomposed(q, k, v) }
 }
 
 /// `x·(1 + scale) + shift`, FiLM conditioning.
@@ -88,15 +94,18 @@ pub struct TransformerBlock {
     pub mlp_out: Linear,
     pub dropout: Dropout,
     pub heads: usize,
+    /// The project's attention operation (else burn's decomposed one).
+    pub flash: bool,
 }
 
 /// MLP hidden width as a multiple of the block width.
 pub const MLP_RATIO: usize = 4;
 
 impl TransformerBlock {
-    pub fn new(c: usize, emb: usize, heads: usize, dropout: f64, device: &Device) -> Self {
+    pub fn new(c: usize, emb: usize, heads: usize, dropout: f64, attention: AttentionImpl, device: &Device) -> Self {
         let head_dim = c / heads;
         Self {
+            flash: attention == AttentionImpl::Flash,
             norm: RmsNormConfig::new(c).with_epsilon(1e-6).init(device),
             film: LinearConfig::new(emb, 2 * c).init(device),
             qkv_mlp: LinearConfig::new(c, 3 * c + MLP_RATIO * c).init(device),
@@ -125,11 +134,67 @@ impl TransformerBlock {
         let q = rope.apply(in_f32(split_heads(0), |q| self.q_norm.forward(q)));
         let k = rope.apply(in_f32(split_heads(c), |k| self.k_norm.forward(k)));
         let v = split_heads(2 * c);
-        let attn = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [B, h, N, Dh]
+        let attn = attend(q, k, v, self.flash); // [B, h, N, Dh]
         let attn = attn.swap_dims(1, 2).reshape([b, n, c]);
         let mlp = silu(proj.narrow(2, 3 * c, MLP_RATIO * c));
         let update = self.attn_out.forward(attn) + self.mlp_out.forward(self.dropout.forward(mlp));
         x + update.reshape([b, t, s, c])
+    }
+}
+
+/// Attention across the frames at each spatial position (factorised space-time attention, Ho et
+/// al. 2022 "Video Diffusion Models" §3) with a rotary time position: RMSNorm with FiLM from the
+/// frame's conditioning, one q/k/v projection, QK-RMSNorm, and a zero-initialised output
+/// projection, so the block starts as the identity. A target frame can copy detail from the
+/// context frames at the ResBlock levels' full resolution, where joint attention is too costly.
+#[derive(Module, Debug)]
+pub struct TemporalBlock {
+    pub norm: RmsNorm,
+    pub film: Linear,
+    pub qkv: Linear,
+    pub q_norm: RmsNorm,
+    pub k_norm: RmsNorm,
+    pub out: Linear,
+    pub heads: usize,
+    /// The project's attention operation (else burn's decomposed one).
+    pub flash: bool,
+}
+
+impl TemporalBlock {
+    pub fn new(c: usize, emb: usize, heads: usize, attention: AttentionImpl, device: &Device) -> Self {
+        let head_dim = c / heads;
+        Self {
+            flash: attention == AttentionImpl::Flash,
+            norm: RmsNormConfig::new(c).with_epsilon(1e-6).init(device),
+            film: LinearConfig::new(emb, 2 * c).init(device),
+            qkv: LinearConfig::new(c, 3 * c).init(device),
+            q_norm: RmsNormConfig::new(head_dim).with_epsilon(1e-6).init(device),
+            k_norm: RmsNormConfig::new(head_dim).with_epsilon(1e-6).init(device),
+            out: zero_linear(c, c, device),
+            heads,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B·T, C, H, W]` with frames folded into the batch
+    /// - `emb`: `[B, T, E]`; returns the shape of `x`
+    pub fn forward(&self, x: Tensor<4>, emb: Tensor<3>, rope: &Rope) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let [b, t, _] = emb.dims();
+        let (heads, head_dim, s) = (self.heads, c / self.heads, h * w);
+        // [B·T, C, H, W] -> [B, S, T, C]: one sequence of T frames per position.
+        let tokens = x.clone().reshape([b, t, c, s]).permute([0, 3, 1, 2]);
+        let film = self.film.forward(emb).reshape([b, 1, t, 2 * c]);
+        let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
+        let u = modulate(in_f32(tokens, |x| self.norm.forward(x)), scale, shift).reshape([b * s, t, c]);
+        let qkv = self.qkv.forward(u); // [B·S, T, 3C]
+        let split_heads = |start: usize| qkv.clone().narrow(2, start, c).reshape([b * s, t, heads, head_dim]).swap_dims(1, 2); // [B·S, h, T, Dh]
+        let q = rope.apply(in_f32(split_heads(0), |q| self.q_norm.forward(q)));
+        let k = rope.apply(in_f32(split_heads(c), |k| self.k_norm.forward(k)));
+        let attn = attend(q, k, split_heads(2 * c), self.flash); // [B·S, h, T, Dh]
+        let update = self.out.forward(attn.swap_dims(1, 2).reshape([b * s, t, c])); // [B·S, T, C]
+        // [B, S, T, C] -> [B·T, C, H, W]
+        x + update.reshape([b, s, t, c]).permute([0, 2, 3, 1]).reshape([n, c, h, w])
     }
 }
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config_error::ConfigError;
+
 /// What the blocks of one level are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -12,7 +14,18 @@ pub enum BlockKind {
     Transformer,
 }
 
-/// Residual U-ViT (SiD2, spec §3.2): `levels` resolutions, the last being the middle stack.
+/// How attention is computed (the result is the same up to rounding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionImpl {
+    /// The project's blockwise operation with its own backward pass (crate::attention).
+    #[default]
+    Flash,
+    /// burn's decomposed attention, every score materialised (for comparisons).
+    Decomposed,
+}
+
+/// Residual U-ViT (SiD2, method.md §3.2): `levels` resolutions, the last being the middle stack.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UViTConfig {
@@ -39,6 +52,14 @@ pub struct UViTConfig {
     /// Dropout per level (SiD: none at the highest resolution); empty means none.
     #[serde(default)]
     pub dropout: Vec<f64>,
+    /// Per level: follow every ResBlock with attention across the frames at each position
+    /// (factorised space-time attention, Ho et al. 2022 "Video Diffusion Models" §3), so target
+    /// frames can draw on the context frames at full resolution; empty means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub temporal: Vec<bool>,
+    /// How attention is computed.
+    #[serde(default, skip_serializing_if = "is_flash")]
+    pub attention: AttentionImpl,
     /// GroupNorm groups in ResBlocks.
     #[serde(default = "groups")]
     pub norm_groups: usize,
@@ -47,6 +68,9 @@ pub struct UViTConfig {
     pub num_classes: usize,
 }
 
+fn is_flash(a: &AttentionImpl) -> bool {
+    *a == AttentionImpl::Flash
+}
 fn rgb() -> usize {
     3
 }
@@ -66,39 +90,49 @@ impl UViTConfig {
         self.dropout.get(level).copied().unwrap_or(0.0)
     }
 
-    /// Checks every combination the network relies on; errors name the key and the rule.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Whether the ResBlocks of `level` are each followed by attention across frames.
+    pub fn temporal_at(&self, level: usize) -> bool {
+        self.temporal.get(level).copied().unwrap_or(false)
+    }
+
+    /// Checks every combination the network relies on; errors name keys relative to the
+    /// `[model]` section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let l = self.channels.len();
         if l == 0 {
-            return Err("model.channels: needs at least one level".into());
+            return Err(ConfigError::key("channels", "needs at least one level"));
         }
         if self.kinds.len() != l {
-            return Err(format!("model.kinds: has {} entries, model.channels has {l}", self.kinds.len()));
+            return Err(ConfigError::key("kinds", format!("has {} entries, model.channels has {l}", self.kinds.len())));
         }
         if self.blocks.len() + 1 != l {
-            return Err(format!("model.blocks: has {} entries, must be one fewer than model.channels ({l})", self.blocks.len()));
+            return Err(ConfigError::key("blocks", format!("has {} entries, must be one fewer than model.channels ({l})", self.blocks.len())));
         }
-        if !self.dropout.is_empty() && self.dropout.len() != l {
-            return Err(format!("model.dropout: has {} entries, must be empty or match model.channels ({l})", self.dropout.len()));
+        for (key, len) in [("dropout", self.dropout.len()), ("temporal", self.temporal.len())] {
+            if len != 0 && len != l {
+                return Err(ConfigError::key(key, format!("has {len} entries, must be empty or match model.channels ({l})")));
+            }
         }
         if let Some(p) = self.dropout.iter().find(|p| !(0.0..1.0).contains(*p)) {
-            return Err(format!("model.dropout: {p} is outside [0, 1)"));
+            return Err(ConfigError::value("dropout", p, "each entry must be in [0, 1)"));
         }
         for (key, v) in [("in_channels", self.in_channels), ("patch_size", self.patch_size), ("emb_channels", self.emb_channels), ("heads", self.heads), ("norm_groups", self.norm_groups)] {
             if v == 0 {
-                return Err(format!("model.{key}: must be at least 1"));
+                return Err(ConfigError::value(key, 0, "must be at least 1"));
             }
         }
         if self.fourier_features == 0 || self.fourier_features % 2 != 0 {
-            return Err(format!("model.fourier_features = {}: must be a positive even number", self.fourier_features));
+            return Err(ConfigError::value("fourier_features", self.fourier_features, "must be a positive even number"));
         }
         for (i, (&c, &k)) in self.channels.iter().zip(&self.kinds).enumerate() {
+            let bad = |rule: String| Err(ConfigError::value(format!("channels[{i}]"), c, rule));
+            let even_heads = c % self.heads == 0 && (c / self.heads) % 2 == 0;
             match k {
-                BlockKind::Res if c % self.norm_groups != 0 => {
-                    return Err(format!("model.channels[{i}] = {c}: a ResBlock level needs a multiple of model.norm_groups ({})", self.norm_groups));
-                }
-                BlockKind::Transformer if c % self.heads != 0 || (c / self.heads) % 2 != 0 => {
-                    return Err(format!("model.channels[{i}] = {c}: a Transformer level needs an even head width (channels / model.heads = {c}/{})", self.heads));
+                BlockKind::Res if c % self.norm_groups != 0 => return bad(format!("a ResBlock level needs a multiple of model.norm_groups ({})", self.norm_groups)),
+                BlockKind::Transformer if !even_heads => return bad(format!("a Transformer level needs an even head width (channels / model.heads = {c}/{})", self.heads)),
+                BlockKind::Res if self.temporal_at(i) && !even_heads => return bad(format!("temporal attention needs an even head width (channels / model.heads = {c}/{})", self.heads)),
+                BlockKind::Transformer if self.temporal_at(i) => {
+                    return Err(ConfigError::key(format!("temporal[{i}]"), "a Transformer level already attends jointly over space and time; temporal attention is for ResBlock levels"));
                 }
                 _ => {}
             }
@@ -111,10 +145,11 @@ impl UViTConfig {
         self.patch_size << (self.levels() - 1)
     }
 
-    pub fn check_input(&self, height: usize, width: usize) -> Result<(), String> {
+    /// Whether a `side × side` input fits; the error names `data.size`.
+    pub fn check_input(&self, side: usize) -> Result<(), ConfigError> {
         let m = self.size_multiple();
-        if height % m != 0 || width % m != 0 {
-            return Err(format!("input {height}x{width}: sides must be multiples of {m} (patch {} and {} downsamplings)", self.patch_size, self.levels() - 1));
+        if side % m != 0 {
+            return Err(ConfigError::value("data.size", side, format!("must be a multiple of {m} (patch {} and {} downsamplings)", self.patch_size, self.levels() - 1)));
         }
         Ok(())
     }

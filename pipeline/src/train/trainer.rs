@@ -2,28 +2,28 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::DType;
-use model3d::diffusion::{Diffusion, FrameTimes};
-use model3d::noise::{gaussian, key};
-use model3d::UViT;
 use model3d::network::compute_copy;
+use model3d::noise::{gaussian, key};
+use model3d::{Diffusion, UViT};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use crate::checkpoint::{self, TrainState};
+use super::loader::Batch;
+use super::params::{clip_grad_norm, ema_update, stable_ids};
 use crate::config::RunConfig;
-use crate::loader::Batch;
-use crate::params::{clip_grad_norm, ema_update, stable_ids};
+use crate::run::checkpoint::{Checkpoint, TrainState, load_module};
+use crate::tensor::to_tensor;
 
 pub struct Trainer {
     /// Always `Some` between steps; taken during the optimizer update so it can work in place.
     model: Option<UViT>,
     pub optim: ModuleOptimizer,
     pub emas: Vec<(f64, UViT)>,
-    diffusion: Diffusion,
+    pub diffusion: Diffusion,
     config: RunConfig,
     device: Device,
 }
@@ -52,41 +52,54 @@ impl Trainer {
             .with_weight_decay(tc.weight_decay as f32)
             .init();
         let emas = tc.ema_decays.iter().map(|&d| (d, model.valid())).collect();
-        Ok(Self { model: Some(model), optim, emas, diffusion: config.diffusion.build(config.data.size)?, config: config.clone(), device })
+        let diffusion = config.diffusion.build(config.data.frames, config.data.size)?;
+        Ok(Self { model: Some(model), optim, emas, diffusion, config: config.clone(), device })
     }
 
     pub fn model(&self) -> &UViT {
         self.model.as_ref().expect("model present between steps")
     }
 
-    /// Loads weights, optimizer state and EMAs from a verified checkpoint.
-    pub fn resume(&mut self, checkpoint: &Path) -> Result<TrainState> {
-        let state = checkpoint::verify(checkpoint)?;
-        let model = self.model.take().expect("model present between steps");
-        self.model = Some(stable_ids(checkpoint::load_module(model, &checkpoint.join("model.safetensors"))?));
-        let optim_path = checkpoint.join("optimizer.bpk");
-        self.optim = self.optim.clone().load(&optim_path).map_err(|e| anyhow::anyhow!("{}: {e:?}", optim_path.display()))?;
-        for (decay, ema) in &mut self.emas {
-            *ema = stable_ids(checkpoint::load_module(ema.clone(), &checkpoint.join(checkpoint::ema_file(*decay)))?);
+    /// The weights validation and sampling use: the first EMA, or the raw weights without one.
+    pub fn sampling_weights(&self) -> (String, UViT) {
+        match self.emas.first() {
+            Some((decay, ema)) => (format!("ema-{decay}"), ema.clone()),
+            None => ("raw".into(), self.model().valid()),
         }
+    }
+
+    /// Starts from the weights in `path` (EMAs too); the optimizer starts fresh.
+    pub fn init_from(&mut self, path: &Path) -> Result<()> {
+        let model = self.model.take().expect("model present between steps");
+        let model = self.model.insert(stable_ids(load_module(model, path)?));
+        for (_, ema) in &mut self.emas {
+            *ema = model.valid();
+        }
+        Ok(())
+    }
+
+    /// Loads weights, optimizer state and EMAs from a checkpoint, verified first.
+    pub fn resume(&mut self, checkpoint: &Checkpoint) -> Result<TrainState> {
+        let state = checkpoint.verify()?;
+        let model = self.model.take().expect("model present between steps");
+        self.model = Some(stable_ids(load_module(model, &checkpoint.model_file())?));
+        let optim_path = checkpoint.optimizer_file();
+        self.optim = self.optim.clone().load(&optim_path).map_err(|e| anyhow!("{}: {e:?}", optim_path.display()))?;
+        for (decay, ema) in &mut self.emas {
+            *ema = stable_ids(load_module(ema.clone(), &checkpoint.ema_file(*decay))?);
+        }
+        tracing::info!(samples = state.samples_seen, checkpoint = %checkpoint.path().display(), "resumed");
         Ok(state)
     }
 
     /// One update on `batch`, the batch that starts at sample `p` of the run. Everything random
     /// (t, noise, label dropout, network dropout) is keyed by `(seed, p)`, so resumes reproduce.
     pub fn step(&mut self, batch: Batch, p: u64) -> StepResult {
-        let (tc, dc) = (&self.config.train, &self.config.diffusion);
-        let (b, t, s) = (tc.batch_size, self.config.data.frames, self.config.data.size);
-        let n = b * t * 3 * s * s;
+        let tc = &self.config.train;
+        let [b, t, c, h, w] = batch.shape();
         self.device.seed(key(&[tc.seed, p, 1]));
         let mut rng = StdRng::seed_from_u64(key(&[tc.seed, p, 2]));
-        // Context frames are clean (None); target frames share the clip's t unless per-frame.
-        let times: FrameTimes = dc
-            .time_sampling
-            .draw(b, &mut rng)
-            .into_iter()
-            .map(|ct| (0..t).map(|f| (f >= dc.context_frames).then(|| if dc.per_frame_noise { rng.random() } else { ct })).collect())
-            .collect();
+        let times = self.diffusion.draw_times(b, t, &mut rng);
         let null = self.model().null_label();
         let labels: Vec<i64> = batch
             .labels
@@ -97,9 +110,9 @@ impl Trainer {
                 None => 0,
             })
             .collect();
-        let shape = [b, t, 3, s, s];
-        let x = Tensor::<1>::from_data(TensorData::new(batch.pixels, [n]), &self.device).reshape(shape);
-        let noise = Tensor::<1>::from_data(TensorData::new(gaussian(key(&[tc.seed, p, 3]), n), [n]), &self.device).reshape(shape);
+        let x = to_tensor(batch.pixels, &self.device);
+        let n = b * t * c * h * w;
+        let noise = Tensor::<1>::from_data(TensorData::new(gaussian(key(&[tc.seed, p, 3]), n), [n]), &self.device).reshape([b, t, c, h, w]);
         let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
 
         let noised = self.diffusion.noise_batch(x, noise, &times);

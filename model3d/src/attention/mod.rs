@@ -1,0 +1,189 @@
+//! Softmax attention `softmax(q kᵀ / √d) v` that scales under autodiff: a project-owned operation
+//! with its own backward pass (FlashAttention-2, Dao 2023, Alg. 1 and 2), so training keeps
+//! `O(N·d)` per head for the backward pass instead of burn 0.22's materialised `N × N` scores.
+//!
+//! It is a burn *backend extension* (`#[backend_extension]`, burn-backend-extension, routed by
+//! burn-dispatch): [`FlashAttentionBackend`] is implemented for the concrete backends with a
+//! [`FlashKernels`] forward (output and per-row log-sum-exp) and backward, and for
+//! `Autodiff<B, C>` with a hand-written `Backward` step (burn-autodiff's `Backward` trait) whose
+//! state is `q, k, v, o, lse`. On the CPU (burn-flex) the kernels are [`kernel`], tiled and
+//! parallel over batch × heads; on CUDA they are [`composed`], the same blockwise algorithm in
+//! burn tensor ops. Without autodiff on CUDA, burn's fused flash forward runs instead.
+
+pub mod composed;
+pub mod kernel;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Bytes, DType, Dispatch, DispatchDevice, Flex, Shape, backend_extension, bf16, f16};
+use burn::prelude::*;
+use burn::tensor::ops::AttentionModuleOptions;
+use rayon::prelude::*;
+
+/// Attention of `[B, H, N, D]` queries over keys and values, scale `1/√D`. Routes to the
+/// project's operation on the CPU (with or without autodiff) and under autodiff on CUDA.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let scale = (q.dims()[3] as f32).powf(-0.5);
+    if !uses_own_kernels(&q.device()) {
+        return burn::tensor::module::attention(q, k, v, None, None, AttentionModuleOptions::default());
+    }
+    let out = <Dispatch as FlashAttentionBackend>::flash_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), scale);
+    Tensor::from_dispatch(out)
+}
+
+/// The same attention with every score materialised: burn's own decomposed path, for checks.
+pub fn decomposed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let scale = (q.dims()[3] as f64).powf(-0.5);
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, H, N_q, N_k]
+    burn::tensor::activation::softmax(scores, 3).matmul(v)
+}
+
+fn uses_own_kernels(device: &Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "cuda")]
+        DispatchDevice::Cube(_) => device.is_autodiff(),
+        _ => false,
+    }
+}
+
+/// The two halves of the operation on a concrete backend.
+pub trait FlashKernels: Backend {
+    /// `(o, lse)`: `o` `[B, H, N_q, D]` in the inputs' type, `lse` `[B, H, N_q]` in f32.
+    fn flash_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// `(dq, dk, dv)` from the forward's inputs, output and log-sum-exp, and the output gradient.
+    fn flash_backward(saved: Saved<Self>, d_o: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// What the backward pass keeps from the forward: all `O(N·d)`.
+#[derive(Clone, Debug)]
+pub struct Saved<B: Backend> {
+    pub q: FloatTensor<B>,
+    pub k: FloatTensor<B>,
+    pub v: FloatTensor<B>,
+    pub o: FloatTensor<B>,
+    pub lse: FloatTensor<B>,
+    pub scale: f32,
+}
+
+#[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cuda"))]
+pub trait FlashAttentionBackend: Backend {
+    /// `softmax(scale · q kᵀ) v` for `[B, H, N, D]` tensors.
+    fn flash_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
+}
+
+impl FlashAttentionBackend for Flex {
+    fn flash_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
+        Self::flash_forward(q, k, v, scale).0
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl FlashAttentionBackend for burn::backend::Cube {
+    fn flash_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        Self::flash_forward(q, k, v, scale).0
+    }
+}
+
+#[derive(Debug)]
+struct FlashBackward;
+
+impl<B: FlashKernels> Backward<B, 3> for FlashBackward {
+    type State = Saved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let d_o = grads.consume::<B>(&ops.node);
+        let (dq, dk, dv) = B::flash_backward(ops.state, d_o);
+        for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: FlashKernels, C: CheckpointStrategy> FlashAttentionBackend for Autodiff<B, C> {
+    fn flash_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        // Compute-bound: the state is kept, never recomputed by a checkpointing strategy.
+        match FlashBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
+                let (o, lse) = B::flash_forward(q.clone(), k.clone(), v.clone(), scale);
+                prep.finish(Saved { q, k, v, o: o.clone(), lse, scale }, o)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::flash_forward(q.into_primitive(), k.into_primitive(), v.into_primitive(), scale).0),
+        }
+    }
+}
+
+impl FlashKernels for Flex {
+    fn flash_forward(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> (FlexTensor, FlexTensor) {
+        let dtype = q.dtype();
+        let ([b, h, n_q, d], n_k) = (dims(&q), dims(&k)[2]);
+        let (q, k, v) = (to_f32(&q), to_f32(&k), to_f32(&v));
+        let (mut o, mut lse) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_q]);
+        o.par_chunks_mut(n_q * d).zip(lse.par_chunks_mut(n_q)).enumerate().for_each(|(i, (o, lse))| {
+            let (qi, ki, vi) = (&q[i * n_q * d..][..n_q * d], &k[i * n_k * d..][..n_k * d], &v[i * n_k * d..][..n_k * d]);
+            kernel::forward(qi, ki, vi, [n_q, n_k, d], scale, o, lse);
+        });
+        (from_f32(o, [b, h, n_q, d], dtype), from_f32(lse, [b, h, n_q, 1], DType::F32))
+    }
+
+    fn flash_backward(s: Saved<Self>, d_o: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let dtype = s.q.dtype();
+        let ([b, h, n_q, d], n_k) = (dims(&s.q), dims(&s.k)[2]);
+        let [q, k, v, o, d_o, lse] = [&s.q, &s.k, &s.v, &s.o, &d_o, &s.lse].map(to_f32);
+        let (mut dq, mut dk, mut dv) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_k * d], vec![0f32; b * h * n_k * d]);
+        let (nq, nk) = (n_q * d, n_k * d);
+        dq.par_chunks_mut(nq).zip(dk.par_chunks_mut(nk)).zip(dv.par_chunks_mut(nk)).enumerate().for_each(|(i, ((dq, dk), dv))| {
+            let head = [&q[i * nq..][..nq], &k[i * nk..][..nk], &v[i * nk..][..nk], &o[i * nq..][..nq], &d_o[i * nq..][..nq]];
+            kernel::backward(head, &lse[i * n_q..][..n_q], [n_q, n_k, d], s.scale, dq, dk, dv);
+        });
+        (from_f32(dq, [b, h, n_q, d], dtype), from_f32(dk, [b, h, n_k, d], dtype), from_f32(dv, [b, h, n_k, d], dtype))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl FlashKernels for burn::backend::Cube {
+    fn flash_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [q, k, v] = [q, k, v].map(Tensor::<4>::from_primitive::<Self>);
+        let (o, lse) = composed::forward(q, k, v, scale);
+        (o.try_into_primitive::<Self>().expect("a CUDA tensor"), lse.try_into_primitive::<Self>().expect("a CUDA tensor"))
+    }
+
+    fn flash_backward(s: Saved<Self>, d_o: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [q, k, v, o, lse, d_o] = [s.q, s.k, s.v, s.o, s.lse, d_o].map(Tensor::<4>::from_primitive::<Self>);
+        let [dq, dk, dv] = composed::backward([q, k, v, o, d_o], lse, s.scale).map(|t| t.try_into_primitive::<Self>().expect("a CUDA tensor"));
+        (dq, dk, dv)
+    }
+}
+
+fn dims(t: &FlexTensor) -> [usize; 4] {
+    t.layout().shape().dims::<4>()
+}
+
+/// The values of a float tensor as contiguous f32.
+fn to_f32(t: &FlexTensor) -> Vec<f32> {
+    let t = t.to_contiguous();
+    match t.dtype() {
+        DType::F32 => t.as_slice::<f32>().expect("contiguous").to_vec(),
+        DType::BF16 => t.as_slice::<bf16>().expect("contiguous").iter().map(|x| x.to_f32()).collect(),
+        DType::F16 => t.as_slice::<f16>().expect("contiguous").iter().map(|x| x.to_f32()).collect(),
+        other => panic!("attention takes f32, bf16 or f16 tensors, not {other:?}"),
+    }
+}
+
+fn from_f32(values: Vec<f32>, shape: [usize; 4], dtype: DType) -> FlexTensor {
+    let layout = Layout::contiguous(Shape::new(shape));
+    match dtype {
+        DType::BF16 => FlexTensor::new(Bytes::from_elems(values.into_iter().map(bf16::from_f32).collect::<Vec<_>>()), layout, dtype),
+        DType::F16 => FlexTensor::new(Bytes::from_elems(values.into_iter().map(f16::from_f32).collect::<Vec<_>>()), layout, dtype),
+        _ => FlexTensor::new(Bytes::from_elems(values), layout, DType::F32),
+    }
+}

@@ -1,0 +1,118 @@
+//! Line charts of a run's curves as PNG, drawn with plotters (text in the bundled DejaVu Sans
+//! Mono, third_party/fonts/NOTICE.md).
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Result, anyhow};
+use ndarray::Array3;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+/// One line of a chart.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A chart: series sharing the axes.
+#[derive(Clone, Debug)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// Logarithmic y axis (for losses), used when the values span more than a factor of 5.
+    pub log_y: bool,
+    pub series: Vec<Series>,
+}
+
+const FONT: &str = "sans-serif";
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 420;
+const COLOURS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../../third_party/fonts/DejaVuSansMono.ttf");
+        if plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_err() {
+            tracing::warn!("the bundled chart font did not load; charts will have no text");
+        }
+    });
+}
+
+/// Draws `charts` one above the other into a PNG at `path`, written atomically.
+pub fn write_png(path: &Path, charts: &[Chart]) -> Result<()> {
+    register_font();
+    let (w, h) = (WIDTH, HEIGHT * charts.len().max(1) as u32);
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
+        for (area, chart) in root.split_evenly((charts.len().max(1), 1)).iter().zip(charts) {
+            draw(area, chart).map_err(|e| anyhow!("drawing {} ({}): {e}", path.display(), chart.title))?;
+        }
+        root.present().map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
+    }
+    let image = Array3::from_shape_vec((h as usize, w as usize, 3), rgb).expect("buffer of the image's size");
+    Ok(video_io::encode::write_png(path, image.view())?)
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn draw(area: &Area<'_>, chart: &Chart) -> Result<(), Box<dyn std::error::Error>> {
+    let points = || chart.series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite() && (!chart.log_y || *y > 0.0));
+    let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &(x, _)| (a.min(x), b.max(x)));
+    let (y0, y1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &(_, y)| (a.min(y), b.max(y)));
+    if !x0.is_finite() {
+        area.titled(&format!("{}: no data yet", chart.title), (FONT, 18))?;
+        return Ok(());
+    }
+    let (x1, y1) = (if x1 > x0 { x1 } else { x0 + 1.0 }, if y1 > y0 { y1 } else { y0 + y0.abs().max(1e-3) });
+    let mut builder = ChartBuilder::on(area);
+    builder.caption(&chart.title, (FONT, 18)).margin(12).x_label_area_size(36).y_label_area_size(64);
+    macro_rules! finish {
+        ($ctx:expr) => {{
+            let mut ctx = $ctx;
+            ctx.configure_mesh().x_desc(chart.x_label.as_str()).y_desc(chart.y_label.as_str()).label_style((FONT, 13)).draw()?;
+            for (i, s) in chart.series.iter().enumerate() {
+                let colour = COLOURS[i % COLOURS.len()];
+                let kept = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite() && (!chart.log_y || *y > 0.0));
+                ctx.draw_series(LineSeries::new(kept, colour.stroke_width(2)))?
+                    .label(s.name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            }
+            ctx.configure_series_labels().label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        }};
+    }
+    if chart.log_y && y1 > 5.0 * y0 {
+        finish!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?);
+    } else {
+        finish!(builder.build_cartesian_2d(x0..x1, y0..y1)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_render_to_a_png_with_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.png");
+        let line = |name: &str, f: fn(f64) -> f64| Series { name: name.into(), points: (1..50).map(|i| (i as f64 * 10.0, f(i as f64))).collect() };
+        let charts = [
+            Chart { title: "loss".into(), x_label: "samples".into(), y_label: "loss".into(), log_y: true, series: vec![line("train", |i| 1.0 / i), line("val", |i| 2.0 / i)] },
+            Chart { title: "empty".into(), x_label: "x".into(), y_label: "y".into(), log_y: false, series: vec![] },
+        ];
+        write_png(&path, &charts).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (WIDTH, 2 * HEIGHT));
+        // Both line colours are drawn somewhere in the first chart.
+        for c in [COLOURS[0], COLOURS[1]] {
+            assert!(img.pixels().any(|p| p.0 == [c.0, c.1, c.2]), "colour {c:?} missing");
+        }
+    }
+}

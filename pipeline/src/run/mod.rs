@@ -1,0 +1,159 @@
+//! The run folder and every file in it: `config.toml` (the resolved config, saved at the start),
+//! `metrics.jsonl` ([`metrics`]) and `checkpoints/` ([`checkpoint`]). Nobody else spells these
+//! names.
+//!
+//! ```text
+//! RUN/
+//!   config.toml
+//!   metrics.jsonl
+//!   checkpoints/samples-000000000480/   (see checkpoint)
+//! ```
+
+pub mod checkpoint;
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use model3d::UViT;
+
+use crate::config::RunConfig;
+use checkpoint::Checkpoint;
+use metrics::MetricsLog;
+
+const CONFIG_FILE: &str = "config.toml";
+const METRICS_FILE: &str = "metrics.jsonl";
+const CHECKPOINTS: &str = "checkpoints";
+
+/// Which weights of a checkpoint to load.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Weights {
+    /// The run's first EMA, or the raw weights when it keeps none.
+    #[default]
+    Default,
+    Raw,
+    Ema(f64),
+}
+
+impl std::str::FromStr for Weights {
+    type Err = String;
+
+    /// `raw`, or an EMA decay such as `0.9999`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(Self::Raw),
+            _ => s.parse::<f64>().map(Self::Ema).map_err(|_| format!("`{s}`: expected an EMA decay like 0.9999, or `raw`")),
+        }
+    }
+}
+
+/// A run folder.
+#[derive(Clone, Debug)]
+pub struct RunDir(PathBuf);
+
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self(path.into())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.0.join(CONFIG_FILE)
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.0.join(METRICS_FILE)
+    }
+
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.0.join(CHECKPOINTS)
+    }
+
+    /// The config saved at the run's start.
+    pub fn load_config(&self) -> Result<RunConfig> {
+        if !self.0.is_dir() {
+            bail!("{}: no run folder here (start one with `sid2 train --config ...`)", self.0.display());
+        }
+        RunConfig::load(&self.config_path(), &[]).with_context(|| format!("run folder {}", self.0.display()))
+    }
+
+    /// The run's config: the saved one when resuming (a different one given now is an error,
+    /// except a longer `train.total_samples`), otherwise the given one, saved for later.
+    pub fn resolve_config(&self, given: Option<RunConfig>) -> Result<RunConfig> {
+        if !self.config_path().exists() {
+            let config = given.with_context(|| format!("{} has no {CONFIG_FILE}: give --config to start a run", self.0.display()))?;
+            std::fs::create_dir_all(&self.0).with_context(|| format!("cannot create run folder {}", self.0.display()))?;
+            self.save_config(&config)?;
+            return Ok(config);
+        }
+        let mut saved = self.load_config()?;
+        let Some(given) = given else { return Ok(saved) };
+        let extended = crate::config::TrainConfig { total_samples: saved.train.total_samples, ..given.train.clone() };
+        let sections = [
+            ("data", given.data == saved.data),
+            ("model", given.model == saved.model),
+            ("diffusion", given.diffusion == saved.diffusion),
+            ("train", extended == saved.train),
+        ];
+        if let Some((section, _)) = sections.iter().find(|(_, same)| !same) {
+            bail!("run folder {} was started with a different [{section}] section; resume with the same config or choose a new --run", self.0.display());
+        }
+        if given.train.total_samples != saved.train.total_samples {
+            // Nothing is rewritten unless the run can resume.
+            if let Some(latest) = self.latest_checkpoint()? {
+                latest.verify()?;
+            }
+            saved.train.total_samples = given.train.total_samples;
+            self.save_config(&saved)?;
+        }
+        Ok(saved)
+    }
+
+    fn save_config(&self, config: &RunConfig) -> Result<()> {
+        Ok(video_io::atomic::write_bytes(&self.config_path(), &[config.to_toml().as_bytes()])?)
+    }
+
+    /// Complete checkpoints, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        checkpoint::list(&self.checkpoints_dir())
+    }
+
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        Ok(self.checkpoints()?.pop())
+    }
+
+    /// The network of the newest checkpoint with the chosen weights, verified; also returns the
+    /// weights file it read.
+    pub fn load_model(&self, config: &RunConfig, weights: Weights, device: &Device) -> Result<(UViT, PathBuf)> {
+        let latest = self.latest_checkpoint()?.with_context(|| format!("{} has no checkpoint yet: train first", self.checkpoints_dir().display()))?;
+        latest.verify()?;
+        let file = match weights {
+            Weights::Raw => latest.model_file(),
+            Weights::Default => config.train.ema_decays.first().map_or_else(|| latest.model_file(), |&d| latest.ema_file(d)),
+            Weights::Ema(d) if config.train.ema_decays.contains(&d) => latest.ema_file(d),
+            Weights::Ema(d) => bail!("--ema {d}: this run keeps EMA decays {:?}", config.train.ema_decays),
+        };
+        Ok((checkpoint::load_module(UViT::new(&config.model, device), &file)?, file))
+    }
+
+    /// The metrics log, opened for appending at `samples` (records past it are dropped).
+    pub fn open_metrics(&self, samples: u64) -> Result<MetricsLog> {
+        MetricsLog::open(&self.metrics_path(), samples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_choices_parse() {
+        assert_eq!("raw".parse::<Weights>(), Ok(Weights::Raw));
+        assert_eq!("0.999".parse::<Weights>(), Ok(Weights::Ema(0.999)));
+        assert!("fast".parse::<Weights>().unwrap_err().contains("`fast`"));
+    }
+}

@@ -1,0 +1,271 @@
+//! `sid2 train`: the training loop, written out (edm2's `training_loop` is the model): noising
+//! with per-frame λ and clean context frames, the weighted loss, global gradient clipping, AdamW
+//! with warm-up, EMAs, label dropout, non-finite guards, validation on held-out clips,
+//! checkpoints, and a resumable, reproducible sample stream.
+
+pub mod loader;
+pub mod params;
+pub mod trainer;
+pub mod validation;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use indicatif::ProgressBar;
+use video_io::prepare::ShardDataset;
+
+use crate::config::RunConfig;
+use crate::globals::Globals;
+use crate::info;
+use crate::run::checkpoint::{self, Checkpoint, TrainState};
+use crate::run::metrics::{MetricsLog, Record, TrainRecord, peak_rss_mib};
+use crate::run::RunDir;
+use loader::Loader;
+use params::all_finite;
+use trainer::{StepResult, Trainer};
+use validation::Validation;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run folder: created at the start, resumed from its newest checkpoint when run again.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Prepared training shards (the --out of `sid2 prepare`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Prepared held-out shards: the loss on a fixed set of their clips is logged every
+    /// train.val_every samples.
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    /// The config that starts a run; a resumed run uses the config saved in its folder.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Start from these weights (a .safetensors of a run with the same [model] section) instead of
+    /// a fresh initialisation; ignored when the run resumes.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Override a config key, e.g. `--set train.lr=2e-4`; on a resumed run only
+    /// train.total_samples may change.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print the resolved config and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What a finished `train` call reports.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub samples_seen: u64,
+    pub resumed_from: Option<u64>,
+    pub last_loss: f64,
+    pub checkpoint: Option<PathBuf>,
+}
+
+pub fn run(args: Args, globals: &Globals) -> Result<()> {
+    let run = RunDir::new(&args.run);
+    let given = match (&args.config, args.overrides.is_empty()) {
+        (Some(path), _) => Some(RunConfig::load(path, &args.overrides)?),
+        (None, false) => Some(RunConfig::parse(&run.load_config()?.to_toml(), &args.overrides).with_context(|| format!("--set on run {}", run.path().display()))?),
+        (None, true) => None,
+    };
+    if args.dry_run {
+        let config = match given {
+            Some(c) => c,
+            None => run.load_config()?,
+        };
+        print!("{}", info::describe(&config));
+        return Ok(());
+    }
+    let config = run.resolve_config(given)?;
+    let job = Job { run: &run, data: &args.data, val: args.val.as_deref(), init: args.init.as_deref(), config: &config };
+    let summary = train(&job, &globals.device()?, globals)?;
+    println!(
+        "trained to {} samples{}; last loss {:.4}; checkpoint {}",
+        summary.samples_seen,
+        summary.resumed_from.map(|s| format!(" (resumed at {s})")).unwrap_or_default(),
+        summary.last_loss,
+        summary.checkpoint.map_or_else(|| "unchanged".into(), |p| p.display().to_string())
+    );
+    Ok(())
+}
+
+/// One training call: where the run lives, what it trains on, and its resolved config.
+pub struct Job<'a> {
+    pub run: &'a RunDir,
+    pub data: &'a Path,
+    pub val: Option<&'a Path>,
+    pub init: Option<&'a Path>,
+    pub config: &'a RunConfig,
+}
+
+/// Opens prepared shards and checks they fit the run: clip layout, records, classes.
+pub fn open_data(dir: &Path, config: &RunConfig) -> Result<ShardDataset> {
+    let data = ShardDataset::open(dir).with_context(|| format!("prepared data {}", dir.display()))?;
+    let expected = config.data.layout();
+    if data.layout() != expected {
+        bail!("{}: shards hold clips of {}, the run needs {expected} (data.frames, data.size)", dir.display(), data.layout());
+    }
+    if data.is_empty() {
+        bail!("{}: the prepared data set has no records (see skipped inputs in its manifest.json)", dir.display());
+    }
+    let classes = data.manifest.classes.len();
+    if config.model.num_classes > 0 && classes > config.model.num_classes {
+        bail!("{}: the data set has {classes} classes, model.num_classes is {}", dir.display(), config.model.num_classes);
+    }
+    Ok(data)
+}
+
+/// Trains until `train.total_samples`, resuming from the newest complete checkpoint.
+pub fn train(job: &Job<'_>, device: &Device, globals: &Globals) -> Result<TrainSummary> {
+    let (config, tc) = (job.config, &job.config.train);
+    let data = open_data(job.data, config)?;
+    let validation = job.val.map(|dir| Validation::new(&open_data(dir, config)?, config, device)).transpose()?;
+    let mut trainer = Trainer::new(config, device)?;
+    let latest = job.run.latest_checkpoint()?;
+    let state = match (&latest, job.init) {
+        (Some(latest), _) => trainer.resume(latest)?,
+        (None, Some(weights)) => {
+            trainer.init_from(weights)?;
+            TrainState::default()
+        }
+        (None, None) => TrainState::default(),
+    };
+    let resumed_from = latest.map(|_| state.samples_seen);
+    let mut loader = Loader::start(Arc::new(data), tc.batch_size, state.samples_seen, tc.seed, tc.flip)?;
+    let bar = globals.bar(tc.total_samples, "train {bar:25} {pos}/{len} samples  ETA {eta}  {msg}");
+    bar.set_position(state.samples_seen);
+    let log = job.run.open_metrics(state.samples_seen)?;
+    let mut progress = Progress::new(state, log, bar);
+    while progress.state.samples_seen < tc.total_samples {
+        let step_start = Instant::now();
+        let batch = loader.next()?;
+        progress.wait += step_start.elapsed();
+        let result = trainer.step(batch, progress.state.samples_seen);
+        progress.after_step(&result, step_start, tc, job.run)?;
+        let p = progress.state.samples_seen;
+        if p % tc.log_every == 0 {
+            progress.log_train(tc, result.lr)?;
+        }
+        let checkpoint_due = p % tc.checkpoint_every == 0 || p >= tc.total_samples;
+        let val_due = if tc.val_every > 0 { p % tc.val_every == 0 } else { checkpoint_due };
+        if let (Some(v), true) = (&validation, val_due) {
+            let record = v.run(&trainer, p);
+            progress.bar.set_message(format!("val loss {:.4}", record.loss));
+            tracing::info!(samples = p, val_loss = record.loss, val_v_mse = record.v_mse, "validation");
+            progress.log.write(Record::Val(record))?;
+        }
+        if checkpoint_due {
+            progress.last_checkpoint = Some(save_checkpoint(job.run, &trainer, &progress.state, tc.keep_checkpoints)?);
+        }
+    }
+    progress.bar.finish_and_clear();
+    let last_checkpoint = progress.last_checkpoint.map(|c| c.path().to_owned());
+    Ok(TrainSummary { samples_seen: progress.state.samples_seen, resumed_from, last_loss: progress.last_loss, checkpoint: last_checkpoint })
+}
+
+fn save_checkpoint(run: &RunDir, trainer: &Trainer, state: &TrainState, keep: usize) -> Result<Checkpoint> {
+    let samples = state.samples_seen;
+    if !all_finite(trainer.model()) {
+        bail!("weights became non-finite at sample {samples}; no checkpoint written, the last one in {} is intact", run.checkpoints_dir().display());
+    }
+    let saved = checkpoint::save(&run.checkpoints_dir(), state, trainer.model(), &trainer.emas, &trainer.optim, keep)?;
+    tracing::info!(samples, path = %saved.path().display(), "checkpoint");
+    Ok(saved)
+}
+
+/// The loop's bookkeeping between log lines: counters, running means, timings, the status line.
+struct Progress {
+    state: TrainState,
+    log: MetricsLog,
+    bar: ProgressBar,
+    start: Instant,
+    start_samples: u64,
+    /// Sums of the weighted loss, v-, ε-, x-MSE and gradient norm over the applied steps.
+    sums: [f64; 5],
+    applied: u32,
+    in_a_row: u32,
+    wait: Duration,
+    busy: Duration,
+    last_loss: f64,
+    last_checkpoint: Option<Checkpoint>,
+}
+
+impl Progress {
+    fn new(state: TrainState, log: MetricsLog, bar: ProgressBar) -> Self {
+        Self {
+            start_samples: state.samples_seen,
+            state,
+            log,
+            bar,
+            start: Instant::now(),
+            sums: [0.0; 5],
+            applied: 0,
+            in_a_row: 0,
+            wait: Duration::ZERO,
+            busy: Duration::ZERO,
+            last_loss: f64::NAN,
+            last_checkpoint: None,
+        }
+    }
+
+    /// Counts the step; stops training after `train.max_nonfinite` non-finite updates in a row.
+    fn after_step(&mut self, step: &StepResult, started: Instant, tc: &crate::config::TrainConfig, run: &RunDir) -> Result<()> {
+        let p = self.state.samples_seen;
+        if step.applied {
+            self.in_a_row = 0;
+            self.last_loss = step.means[0];
+            self.applied += 1;
+            for (s, v) in self.sums.iter_mut().zip(step.means.iter().chain([step.grad_norm].iter())) {
+                *s += v;
+            }
+        } else {
+            self.state.skipped_nonfinite += 1;
+            self.in_a_row += 1;
+            tracing::warn!(samples = p, loss = step.means[0], grad_norm = step.grad_norm, "non-finite update skipped");
+            if self.in_a_row >= tc.max_nonfinite {
+                bail!(
+                    "training stopped at sample {p}: {} non-finite updates in a row (train.max_nonfinite = {}); the last checkpoint in {} is intact",
+                    self.in_a_row,
+                    tc.max_nonfinite,
+                    run.checkpoints_dir().display()
+                );
+            }
+        }
+        self.state.samples_seen += tc.batch_size as u64;
+        self.busy += started.elapsed();
+        self.bar.set_position(self.state.samples_seen);
+        Ok(())
+    }
+
+    /// Writes the interval's means to the log and the status line, and starts a new interval.
+    fn log_train(&mut self, tc: &crate::config::TrainConfig, lr: f64) -> Result<()> {
+        let samples = self.state.samples_seen;
+        let elapsed_s = self.start.elapsed().as_secs_f64();
+        let samples_per_s = (samples - self.start_samples) as f64 / elapsed_s.max(1e-9);
+        let m = |i: usize| if self.applied > 0 { self.sums[i] / self.applied as f64 } else { f64::NAN };
+        let record = TrainRecord {
+            samples,
+            elapsed_s,
+            samples_per_s,
+            eta_s: (tc.total_samples - samples) as f64 / samples_per_s.max(1e-9),
+            loss: m(0),
+            v_mse: m(1),
+            eps_mse: m(2),
+            x_mse: m(3),
+            grad_norm: m(4),
+            lr,
+            data_wait: self.wait.as_secs_f64() / self.busy.as_secs_f64().max(1e-9),
+            skipped_nonfinite: self.state.skipped_nonfinite,
+            peak_rss_mib: peak_rss_mib(),
+        };
+        self.bar.set_message(format!("loss {:.4}  {:.1} samples/s  data wait {:.0}%", record.loss, record.samples_per_s, 100.0 * record.data_wait));
+        tracing::info!(samples, loss = record.loss, v_mse = record.v_mse, grad_norm = record.grad_norm, lr, samples_per_s, data_wait = record.data_wait, "train");
+        self.log.write(Record::Train(record))?;
+        (self.sums, self.applied, self.wait, self.busy) = ([0.0; 5], 0, Duration::ZERO, Duration::ZERO);
+        Ok(())
+    }
+}
