@@ -32,6 +32,12 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     if !uses_own_kernels(&q.device()) {
         return burn::tensor::module::attention(q, k, v, None, None, AttentionModuleOptions::default());
     }
+    flash(q, k, v, scale)
+}
+
+/// The project's operation at any length, on the backends it is implemented for (the CPU, and
+/// CUDA under autodiff).
+pub fn flash(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<4> {
     let out = <Dispatch as FlashAttentionBackend>::flash_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), scale);
     Tensor::from_dispatch(out)
 }

@@ -238,7 +238,8 @@ pub fn attention(device: &Device, shape: [usize; 4], flash: bool, reps: usize) -
     let random = || Tensor::<4>::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), &ad).require_grad();
     let (q, k, v) = (random(), random(), random());
     let pass = || {
-        let out = if flash { model3d::attention::attention(q.clone(), k.clone(), v.clone()) } else { model3d::attention::decomposed(q.clone(), k.clone(), v.clone()) };
+        let scale = (shape[3] as f32).powf(-0.5);
+        let out = if flash { model3d::attention::flash(q.clone(), k.clone(), v.clone(), scale) } else { model3d::attention::decomposed(q.clone(), k.clone(), v.clone()) };
         let grads = out.sum().backward();
         // Reading a gradient waits for the work.
         q.grad(&grads).map(|g| g.sum().into_scalar::<f32>())
