@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages sid2 builds against, when missing (Debian/Ubuntu):
 # FFmpeg development libraries, clang/libclang (bindgen), pkg-config, and the ffmpeg/ffprobe
-# command-line tools the tests compare against.
+# command-line tools the tests compare against, and Chromium, in which a test opens a run report.
 set -euo pipefail
 packages=(libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
-          libavfilter-dev libavdevice-dev pkg-config clang libclang-dev ffmpeg)
+          libavfilter-dev libavdevice-dev pkg-config clang libclang-dev ffmpeg chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

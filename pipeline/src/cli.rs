@@ -8,7 +8,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use crate::globals::{Backend, Globals};
-use crate::{bench, demo, encode, eval, info, prepare, sample, train};
+use crate::{bench, demo, encode, eval, export, info, prepare, report, sample, train};
 
 #[derive(Parser)]
 #[command(name = "sid2", version, about = "SiD2 pixel-space diffusion for video prediction and images")]
@@ -38,6 +38,10 @@ enum Command {
     Encode(encode::Args),
     /// PSNR and SSIM of predicted against real continuations; FVD and FID given the weights.
     Eval(eval::Args),
+    /// One self-contained HTML page of a run: curves, samples, evaluation, config.
+    Report(report::Args),
+    /// A run's weights in the layout of the PyTorch reference (scripts/torch_reference.py).
+    Export(export::Args),
     /// Resolved config, parameter count and GFLOPs per forward pass.
     Info(info::Args),
     /// Measure speeds and learning (results as JSON on stdout; record them in BENCHMARKS.md).
@@ -77,6 +81,8 @@ fn dispatch(command: Command, globals: &Globals) -> Result<()> {
         Command::Sample(args) => sample::run(args, globals),
         Command::Encode(args) => encode::run(args, globals),
         Command::Eval(args) => eval::run(args, globals),
+        Command::Report(args) => report::run(args, globals),
+        Command::Export(args) => export::run(args, globals),
         Command::Info(args) => info::run(args, globals),
         Command::Bench(args) => bench::run(args, globals),
         Command::Demo(args) => demo::run(args, globals),

@@ -59,7 +59,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let train_args = train::Args { run: run.clone(), data: data.clone(), val: None, config: Some(config), init: None, overrides: args.overrides.clone(), dry_run: false };
     train::run(train_args, globals)?;
     let media = MediaArgs { fps: 4, upscale: 4 };
-    let sample_args = sample::Args { run, out: samples.clone(), data: Some(data), video: None, count: args.count, seed: 0, ema: None, batch: 4, media, overrides: Vec::new() };
+    let sample_args = sample::Args { run: run.clone(), out: samples.clone(), data: Some(data), video: None, count: args.count, seed: 0, ema: None, batch: 4, media, overrides: Vec::new() };
     sample::run(sample_args, globals)?;
     let report = samples.join("eval.json");
     let eval_args = eval::Args {
@@ -67,12 +67,14 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         real: samples.join(sample::REAL),
         context: crate::config::RunConfig::parse(CONFIG, &args.overrides)?.diffusion.context_frames,
         out: Some(report.clone()),
+        run: Some(run.clone()),
         i3d: None,
         inception: None,
         batch: 4,
     };
     eval::run(eval_args, globals)?;
     println!("comparison videos (context | real | predicted) and PNG strips in {}; scores in {}", samples.display(), report.display());
+    println!("run report: {}", crate::run::RunDir::new(&run).report_path().display());
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The stages of the SiD2 pipeline behind the `sid2` command. Each stage is one module with its
 //! command-line `Args` and a `run`: [`prepare`] → [`train`] → [`sample`] → [`encode`] →
-//! [`eval`], plus [`info`], [`bench`] and [`demo`]. [`cli`] only parses and dispatches.
+//! [`eval`], plus [`report`], [`export`], [`info`], [`bench`] and [`demo`]. [`cli`] only parses
+//! and dispatches.
 
 pub mod bench;
 pub mod cli;
@@ -8,10 +9,12 @@ pub mod config;
 pub mod demo;
 pub mod encode;
 pub mod eval;
+pub mod export;
 pub mod globals;
 pub mod info;
 pub mod plot;
 pub mod prepare;
+pub mod report;
 pub mod run;
 pub mod sample;
 pub mod tensor;

@@ -1,5 +1,5 @@
-//! Line charts of a run's curves as PNG, drawn with plotters (text in the bundled DejaVu Sans
-//! Mono, third_party/fonts/NOTICE.md).
+//! Line charts of a run's curves, drawn with plotters: as PNG (text in the bundled DejaVu Sans
+//! Mono, third_party/fonts/NOTICE.md) or as SVG for the HTML report (text left to the browser).
 
 use std::path::Path;
 use std::sync::Once;
@@ -22,7 +22,7 @@ pub struct Chart {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
-    /// Logarithmic y axis (for losses), used when the values span more than a factor of 5.
+    /// Logarithmic y axis (for losses), used when the values span more than a factor of 20.
     pub log_y: bool,
     pub series: Vec<Series>,
 }
@@ -59,9 +59,23 @@ pub fn write_png(path: &Path, charts: &[Chart]) -> Result<()> {
     Ok(video_io::encode::write_png(path, image.view())?)
 }
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+/// One chart as an SVG document of `width × height` pixels.
+pub fn svg(chart: &Chart, (width, height): (u32, u32)) -> Result<String> {
+    register_font(); // plotters lays text out with the font's metrics, whatever the backend
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("drawing {}: {e}", chart.title))?;
+        draw(&root, chart).map_err(|e| anyhow!("drawing {}: {e}", chart.title))?;
+        root.present().map_err(|e| anyhow!("drawing {}: {e}", chart.title))?;
+    }
+    Ok(text)
+}
 
-fn draw(area: &Area<'_>, chart: &Chart) -> Result<(), Box<dyn std::error::Error>> {
+fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, chart: &Chart) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
     let points = || chart.series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite() && (!chart.log_y || *y > 0.0));
     let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &(x, _)| (a.min(x), b.max(x)));
     let (y0, y1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &(_, y)| (a.min(y), b.max(y)));
@@ -75,7 +89,13 @@ fn draw(area: &Area<'_>, chart: &Chart) -> Result<(), Box<dyn std::error::Error>
     macro_rules! finish {
         ($ctx:expr) => {{
             let mut ctx = $ctx;
-            ctx.configure_mesh().x_desc(chart.x_label.as_str()).y_desc(chart.y_label.as_str()).label_style((FONT, 13)).draw()?;
+            ctx.configure_mesh()
+                .x_desc(chart.x_label.as_str())
+                .y_desc(chart.y_label.as_str())
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .label_style((FONT, 13))
+                .draw()?;
             for (i, s) in chart.series.iter().enumerate() {
                 let colour = COLOURS[i % COLOURS.len()];
                 let kept = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite() && (!chart.log_y || *y > 0.0));
@@ -86,7 +106,7 @@ fn draw(area: &Area<'_>, chart: &Chart) -> Result<(), Box<dyn std::error::Error>
             ctx.configure_series_labels().label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
         }};
     }
-    if chart.log_y && y1 > 5.0 * y0 {
+    if chart.log_y && y1 > 20.0 * y0 {
         finish!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?);
     } else {
         finish!(builder.build_cartesian_2d(x0..x1, y0..y1)?);
@@ -94,9 +114,29 @@ fn draw(area: &Area<'_>, chart: &Chart) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
+/// A short axis label: plain digits for moderate values, scientific notation otherwise.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if v == v.round() && a < 1e7 {
+        format!("{v:.0}")
+    } else if (1e-2..1e4).contains(&a) {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn charts_render_to_svg_with_their_title_and_legend() {
+        let chart = Chart { title: "lr".into(), x_label: "samples".into(), y_label: "lr".into(), log_y: false, series: vec![Series { name: "warm-up".into(), points: vec![(0.0, 0.0), (10.0, 1e-3)] }] };
+        let text = svg(&chart, (400, 200)).unwrap();
+        assert!(text.starts_with("<svg") && text.contains(">lr<") && text.contains("warm-up") && text.contains("<polyline"), "{text}");
+    }
 
     #[test]
     fn charts_render_to_a_png_with_their_lines() {
@@ -110,6 +150,7 @@ mod tests {
         write_png(&path, &charts).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (WIDTH, 2 * HEIGHT));
+        assert_eq!([tick(2400.0), tick(0.25), tick(1e-5), tick(-3.5)], ["2400", "0.25", "1.0e-5", "-3.5"]);
         // Both line colours are drawn somewhere in the first chart.
         for c in [COLOURS[0], COLOURS[1]] {
             assert!(img.pixels().any(|p| p.0 == [c.0, c.1, c.2]), "colour {c:?} missing");

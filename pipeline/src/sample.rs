@@ -15,6 +15,7 @@ use video_io::prepare::{PrepareConfig, clips_of};
 use crate::config::RunConfig;
 use crate::encode::{MediaArgs, write_media};
 use crate::globals::Globals;
+use crate::run::events::{self, Event};
 use crate::run::{RunDir, Weights};
 use crate::tensor::{clips_to_tensor, tensor_to_clips};
 use crate::train::open_data;
@@ -83,15 +84,18 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         stats.skipped_unconditional,
         args.out.display()
     );
-    let frames = config.data.frames;
-    if !video_io::FFMPEG && frames > 1 {
+    if video_io::FFMPEG || config.data.frames == 1 {
+        let media = write_media(&args.out, &generated, real.as_ref(), config.diffusion.context_frames, &args.media)?;
+        for p in media.files() {
+            println!("  {}", p.display());
+        }
+    } else {
         println!("no MP4s from a build without FFmpeg: run `sid2 encode --input {PREDICTIONS}` where FFmpeg is");
-        return Ok(());
     }
-    let media = write_media(&args.out, &generated, real.as_ref(), config.diffusion.context_frames, &args.media)?;
-    for p in media.files() {
-        println!("  {}", p.display());
-    }
+    let path = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
+    let weights = std::path::absolute(&weights).unwrap_or(weights);
+    run.record(&Event::Samples { unix_s: events::now(), path, clips: generated.len(), weights, steps: config.sample.steps })?;
+    crate::report::refresh(&run);
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use crate::tensor::clips_to_tensor;
 use video_io::clips::Clips;
 
 /// Which metric, hence which network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Metric {
     Fvd,
     Fid,
@@ -190,14 +190,14 @@ fn read_cache(path: &Path, key: &HashMap<String, String>) -> Result<Option<Gauss
 }
 
 /// One Fréchet score.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct FrechetScore {
     pub metric: Metric,
     pub value: f64,
     /// Feature vectors behind each side (clips for FVD, frames for FID).
     pub generated_samples: usize,
     pub real_samples: usize,
-    pub protocol: &'static str,
+    pub protocol: String,
     pub real_stats: PathBuf,
     pub real_stats_cached: bool,
 }
@@ -230,7 +230,7 @@ pub fn score_with(net: &FeatureNet, weights_crc: u32, generated: &Shard, real: &
         value: frechet_distance(&generated_stats, &real_stats)?,
         generated_samples: features.len() / dim,
         real_samples: real.len * net.rows_per_clip(real.layout.frames as usize),
-        protocol: metric.protocol(),
+        protocol: metric.protocol().to_owned(),
         real_stats: cache,
         real_stats_cached: cached,
     })

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ndarray::s;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use video_io::clips::Clips;
 use video_io::shard::Shard;
 
@@ -31,9 +31,12 @@ pub struct Args {
     /// Leading context frames, given and not scored (5 for Kinetics-600).
     #[arg(long)]
     pub context: usize,
-    /// Also write the report here as JSON.
+    /// Also write the report here as JSON (default with --run: eval.json beside --pred).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The run the predictions came from: the evaluation goes into its report.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
     /// FVD with these I3D weights (pytorch-i3d's rgb_imagenet.pt).
     #[arg(long)]
     pub i3d: Option<PathBuf>,
@@ -54,8 +57,15 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         }
     }
     print!("{}", report.summary());
-    if let Some(path) = &args.out {
+    let out = args.out.clone().or_else(|| args.run.as_ref().map(|_| args.pred.with_file_name("eval.json")));
+    if let Some(path) = &out {
         write_json(path, &report)?;
+    }
+    if let (Some(run), Some(path)) = (&args.run, out) {
+        let run = crate::run::RunDir::new(run);
+        let path = std::path::absolute(&path).unwrap_or(path);
+        run.record(&crate::run::events::Event::Eval { unix_s: crate::run::events::now(), path })?;
+        crate::report::refresh(&run);
     }
     Ok(())
 }
@@ -67,7 +77,7 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 }
 
 /// Mean quality per predicted frame position, over all clips.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FrameQuality {
     pub frame: usize,
     pub psnr_db: f64,
@@ -77,7 +87,7 @@ pub struct FrameQuality {
     pub last_frame_ssim: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     pub clips: usize,
     pub context_frames: usize,

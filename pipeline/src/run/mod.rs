@@ -6,10 +6,13 @@
 //! RUN/
 //!   config.toml
 //!   metrics.jsonl
+//!   events.jsonl      (see events: training calls, samples and evaluations written)
+//!   report.html       (sid2 report)
 //!   checkpoints/samples-000000000480/   (see checkpoint)
 //! ```
 
 pub mod checkpoint;
+pub mod events;
 pub mod metrics;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +27,8 @@ use metrics::MetricsLog;
 
 const CONFIG_FILE: &str = "config.toml";
 const METRICS_FILE: &str = "metrics.jsonl";
+const EVENTS_FILE: &str = "events.jsonl";
+const REPORT_FILE: &str = "report.html";
 const CHECKPOINTS: &str = "checkpoints";
 
 /// Which weights of a checkpoint to load.
@@ -71,6 +76,19 @@ impl RunDir {
 
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.0.join(CHECKPOINTS)
+    }
+
+    pub fn report_path(&self) -> PathBuf {
+        self.0.join(REPORT_FILE)
+    }
+
+    /// Appends to `events.jsonl`.
+    pub fn record(&self, event: &events::Event) -> Result<()> {
+        events::append(&self.0.join(EVENTS_FILE), event)
+    }
+
+    pub fn events(&self) -> Vec<events::Event> {
+        events::read(&self.0.join(EVENTS_FILE))
     }
 
     /// The config saved at the run's start.

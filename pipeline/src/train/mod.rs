@@ -21,6 +21,7 @@ use crate::config::RunConfig;
 use crate::globals::Globals;
 use crate::info;
 use crate::run::checkpoint::{self, Checkpoint, TrainState};
+use crate::run::events::{self, Event};
 use crate::run::metrics::{MetricsLog, Record, TrainRecord, peak_rss_mib};
 use crate::run::RunDir;
 use loader::Loader;
@@ -135,6 +136,8 @@ pub fn train(job: &Job<'_>, device: &Device, globals: &Globals) -> Result<TrainS
         (None, None) => TrainState::default(),
     };
     let resumed_from = latest.map(|_| state.samples_seen);
+    let backend = if device.clone().inner() == Device::flex() { "CPU (burn-flex)" } else { "GPU (burn-cuda)" };
+    job.run.record(&Event::Train { unix_s: events::now(), samples: state.samples_seen, backend: backend.into(), hardware: events::hardware(), commit: events::commit() })?;
     let mut loader = Loader::start(Arc::new(data), tc.batch_size, state.samples_seen, tc.seed, tc.flip)?;
     let bar = globals.bar(tc.total_samples, "train {bar:25} {pos}/{len} samples  ETA {eta}  {msg}");
     bar.set_position(state.samples_seen);
@@ -160,6 +163,7 @@ pub fn train(job: &Job<'_>, device: &Device, globals: &Globals) -> Result<TrainS
         }
         if checkpoint_due {
             progress.last_checkpoint = Some(save_checkpoint(job.run, &trainer, &progress.state, tc.keep_checkpoints)?);
+            crate::report::refresh(job.run);
         }
     }
     progress.bar.finish_and_clear();
