@@ -44,6 +44,9 @@ pub struct TrainConfig {
     /// EMA decays kept alongside the weights (per step).
     #[serde(default)]
     pub ema_decays: Vec<f64>,
+    /// Warm the EMAs up: the n-th update uses `min(decay, (1 + n) / (10 + n))`.
+    #[serde(default = "yes")]
+    pub ema_warmup: bool,
     /// Probability of replacing the class label by the null class (for guidance).
     #[serde(default)]
     pub label_dropout: f64,
@@ -83,6 +86,9 @@ fn beta2() -> f64 {
 }
 fn one() -> f64 {
     1.0
+}
+fn yes() -> bool {
+    true
 }
 fn keep() -> usize {
     3

@@ -47,6 +47,14 @@ impl ModuleVisitor for Values {
     }
 }
 
+/// The decay of the `n`-th EMA update with warm-up: `min(decay, (1 + n) / (10 + n))`, the schedule
+/// of TensorFlow's `ExponentialMovingAverage(num_updates)`. Without it an EMA of decay 0.999
+/// still holds 30 % of the initial weights after 1,200 updates; with it, the average starts
+/// short and lengthens to `decay`.
+pub fn ema_warmup(decay: f64, n: u64) -> f64 {
+    decay.min((1.0 + n as f64) / (10.0 + n as f64))
+}
+
 /// `ema ← decay·ema + (1 − decay)·model`, parameter by parameter (ids must match).
 pub fn ema_update<E: Module, M: Module>(ema: E, model: &M, decay: f64) -> E {
     let mut values = Values::default();
@@ -106,6 +114,21 @@ struct Ids(Vec<(ParamId, usize)>);
 impl ModuleVisitor for Ids {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         self.0.push((param.id, D));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ema_warmup_starts_short_and_reaches_the_decay() {
+        assert_eq!(ema_warmup(0.999, 1), 2.0 / 11.0);
+        assert_eq!(ema_warmup(0.999, 90), 0.91);
+        assert_eq!(ema_warmup(0.999, 100_000), 0.999);
+        // The initial weights' share after 1,200 updates: 0.999^1200 = 30 % without warm-up.
+        let share: f64 = (1..=1200).map(|n| ema_warmup(0.999, n)).product();
+        assert!(share < 1e-3 && 0.999f64.powi(1200) > 0.3, "{share}");
     }
 }
 

@@ -13,7 +13,7 @@ use model3d::{Diffusion, UViT};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::loader::Batch;
-use super::params::{clip_grad_norm, ema_update, stable_ids};
+use super::params::{clip_grad_norm, ema_update, ema_warmup, stable_ids};
 use crate::config::RunConfig;
 use crate::run::checkpoint::{Checkpoint, TrainState, load_module};
 use crate::tensor::to_tensor;
@@ -134,8 +134,11 @@ impl Trainer {
         if applied {
             let model = self.model.take().expect("model present between steps");
             let model = self.model.insert(self.optim.step(lr, model, grads));
+            // Updates since the run started, counted from the sample index so resumes agree.
+            let updates = p / b as u64 + 1;
             for (decay, ema) in &mut self.emas {
-                *ema = ema_update(ema.clone(), model, *decay);
+                let decay = if tc.ema_warmup { ema_warmup(*decay, updates) } else { *decay };
+                *ema = ema_update(ema.clone(), model, decay);
             }
         }
         StepResult { means, grad_norm, lr, applied }
