@@ -276,8 +276,9 @@ def bench_train(args):
     config = load_config(args.config, args.set)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     m, d, tr = config["model"], config["data"], config["train"]
-    model = UViT(m)
+    model = UViT(m).to(device)
     if args.compile:
         model = torch.compile(model)
     opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], betas=(0.9, 0.99), weight_decay=0.0)
@@ -285,19 +286,22 @@ def bench_train(args):
     k = config["diffusion"].get("context_frames", 0)
     bias = config["diffusion"]["weighting"].get("bias", 0.0)
     d_ref = config["diffusion"]["schedule"].get("d_ref", 64.0)
-    x = torch.randn(b, t, 3, s, s).clamp(-1, 1)
+    x = torch.randn(b, t, 3, s, s, device=device).clamp(-1, 1)
+    frames = torch.arange(t, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def step():
-        tt = torch.rand(b, 1).expand(b, t)
+        tt = torch.rand(b, 1, device=device).expand(b, t)
         lam = logsnr_cosine_shifted(tt, s, d_ref)
-        lam = torch.where(torch.arange(t) < k, torch.full_like(lam, 15.0), lam)
+        lam = torch.where(frames < k, torch.full_like(lam, 15.0), lam)
         alpha, sigma = torch.sigmoid(lam).sqrt()[..., None, None, None], torch.sigmoid(-lam).sqrt()[..., None, None, None]
         eps = torch.randn_like(x)
         z = alpha * x + sigma * eps
         v = alpha * eps - sigma * x
-        out = model(z, lam, torch.zeros(b, dtype=torch.long))
-        weight = (torch.sigmoid(bias - lam) * torch.sigmoid(lam))[..., None, None, None] * (torch.arange(t) >= k)[None, :, None, None, None]
-        loss = (weight * (out - v) ** 2).mean()
+        with autocast:
+            out = model(z, lam, torch.zeros(b, dtype=torch.long, device=device))
+        weight = (torch.sigmoid(bias - lam) * torch.sigmoid(lam))[..., None, None, None] * (frames >= k)[None, :, None, None, None]
+        loss = (weight * (out.float() - v) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -312,7 +316,8 @@ def bench_train(args):
         step()
     step_s = (time.perf_counter() - start) / args.steps
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "compile": args.compile, "params": params, "batch": b, "warmup_s": warmup_s, "step_s": step_s, "samples_per_s": b / step_s}, indent=2))
+    peak = torch.cuda.max_memory_reserved() / 2**20 if device.type == "cuda" else None
+    print(json.dumps({"torch": torch.__version__, "device": str(device), "bf16": args.bf16, "threads": torch.get_num_threads(), "compile": args.compile, "params": params, "batch": b, "warmup_s": warmup_s, "step_s": step_s, "samples_per_s": b / step_s, "peak_reserved_mib": peak}, indent=2))
 
 
 def bench_attention(args):
@@ -363,6 +368,8 @@ def main():
     train.add_argument("--steps", type=int, default=10)
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--compile", action="store_true")
+    train.add_argument("--device", default="cpu", help="cpu or cuda")
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast around the network, as train.precision = bf16")
     attn = sub.add_parser("bench-attention")
     attn.add_argument("--batch", type=int, default=4)
     attn.add_argument("--heads", type=int, default=4)

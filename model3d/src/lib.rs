@@ -10,6 +10,7 @@ pub mod config_error;
 pub mod diffusion;
 pub mod network;
 pub mod noise;
+pub mod philox;
 pub mod sampler;
 pub mod schedule;
 

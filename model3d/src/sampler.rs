@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config_error::ConfigError;
 use crate::diffusion::{Prediction, frame_tensor};
-use crate::noise;
+use crate::philox::Stream;
 use crate::schedule::{Schedule, alpha_sigma};
 
 /// What a sampler needs of a network: a pure function of (z, λ, label).
@@ -141,13 +141,11 @@ pub struct SampleRequest {
     pub first_index: u64,
 }
 
-/// Gaussian noise for clips `first..first + B` at `step`, independent of how clips are batched.
+/// Gaussian noise for clips `first..first + B` at sampler `step`, drawn on the device
+/// (Philox, stream = step) and independent of how clips are batched.
 pub fn clip_noise(seed: u64, first: u64, step: u64, shape: [usize; 5], device: &Device) -> Tensor<5> {
     let per_clip: usize = shape[1..].iter().product();
-    let values: Vec<f32> = (0..shape[0] as u64)
-        .flat_map(|b| noise::gaussian(noise::key(&[seed, first + b, step]), per_clip))
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    Stream { seed, stream: step }.normals(first, shape[0], per_clip, device).reshape(shape)
 }
 
 /// Generates clips from pure noise, keeping any context frames clean at every step.

@@ -4,6 +4,7 @@
 //! [`learn`]: learning on held-out videos.
 
 pub mod learn;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,6 +80,17 @@ pub enum What {
         #[arg(long, default_value_t = 3, value_parser = crate::globals::at_least_one)]
         reps: usize,
     },
+    /// One kernel family on the device against an f32 CPU reference: correctness and time.
+    Probe {
+        #[arg(long, value_enum)]
+        case: probe::Case,
+        /// Element type: f32 or bf16.
+        #[arg(long, default_value = "bf16")]
+        dtype: Precision,
+        /// Divide the sizes by this (dry runs on the CPU).
+        #[arg(long, default_value_t = 1, value_parser = crate::globals::at_least_one)]
+        shrink: usize,
+    },
     /// Square matmul throughput on the device (the peak for MFU).
     Matmul {
         /// Matrix side.
@@ -120,6 +132,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
             let rows: Vec<AttentionBench> = tokens.iter().flat_map(|&n| [true, false].map(|flash| attention(&device, [batch, heads, n, head_dim], flash, reps))).collect();
             serde_json::to_string_pretty(&rows)?
         }
+        What::Probe { case, dtype, shrink } => serde_json::to_string(&probe::run(case, dtype, &globals.device()?, shrink)?)?,
         What::Matmul { n, reps, dtype } => serde_json::to_string_pretty(&matmul(&globals.device()?, n, reps, dtype.dtype()))?,
         What::Features { batch } => serde_json::to_string_pretty(&features(&globals.device()?, batch)?)?,
         What::Decode { videos, size, rounds } => serde_json::to_string_pretty(&decode_speed(&videos, size, rounds)?)?,
@@ -153,13 +166,15 @@ pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -
     };
     let start = Instant::now();
     for i in 0..warmup {
-        trainer.step(batch(i as u64), (i * b) as u64);
+        trainer.step(batch(i as u64), (i * b) as u64, true);
     }
     let warmup_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     for i in warmup..warmup + steps {
-        // Each step reads its losses back, so the clock sees finished work.
-        trainer.step(batch(i as u64), (i * b) as u64);
+        // The step's loss is read back, so the clock sees finished work (training itself reads
+        // only on log steps).
+        let step = trainer.step(batch(i as u64), (i * b) as u64, false);
+        let _ = step.loss.into_scalar::<f32>();
     }
     let step_s = start.elapsed().as_secs_f64() / steps.max(1) as f64;
     let c = cost(&config.model, [t, s, s]);

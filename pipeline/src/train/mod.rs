@@ -147,11 +147,12 @@ pub fn train(job: &Job<'_>, device: &Device, globals: &Globals) -> Result<TrainS
         let step_start = Instant::now();
         let batch = loader.next()?;
         progress.wait += step_start.elapsed();
-        let result = trainer.step(batch, progress.state.samples_seen);
-        progress.after_step(&result, step_start, tc, job.run)?;
+        let log_due = (progress.state.samples_seen + tc.batch_size as u64) % tc.log_every == 0;
+        let result = trainer.step(batch, progress.state.samples_seen, log_due);
+        progress.after_step(&result, step_start, tc);
         let p = progress.state.samples_seen;
-        if p % tc.log_every == 0 {
-            progress.log_train(tc, result.lr)?;
+        if log_due {
+            progress.log_train(tc, &result, job.run)?;
         }
         let checkpoint_due = p % tc.checkpoint_every == 0 || p >= tc.total_samples;
         let val_due = if tc.val_every > 0 { p % tc.val_every == 0 } else { checkpoint_due };
@@ -181,17 +182,20 @@ fn save_checkpoint(run: &RunDir, trainer: &Trainer, state: &TrainState, keep: us
     Ok(saved)
 }
 
-/// The loop's bookkeeping between log lines: counters, running means, timings, the status line.
+/// The loop's bookkeeping between log lines: counters, device-side sums, timings, the status
+/// line. Values computed on the device are read back only at log steps.
 struct Progress {
     state: TrainState,
     log: MetricsLog,
     bar: ProgressBar,
     start: Instant,
     start_samples: u64,
-    /// Sums of the weighted loss, v-, ε-, x-MSE and gradient norm over the applied steps.
-    sums: [f64; 5],
-    applied: u32,
-    in_a_row: u32,
+    /// `[1]` each, on the device: sums of the loss, the gradient norm and the non-finite flag
+    /// over the interval.
+    sums: Option<[Tensor<1>; 3]>,
+    /// `[1]`, on the device: the current run of consecutive non-finite steps, across intervals.
+    in_a_row: Option<Tensor<1>>,
+    steps: u32,
     wait: Duration,
     busy: Duration,
     last_loss: f64,
@@ -206,9 +210,9 @@ impl Progress {
             log,
             bar,
             start: Instant::now(),
-            sums: [0.0; 5],
-            applied: 0,
-            in_a_row: 0,
+            sums: None,
+            in_a_row: None,
+            steps: 0,
             wait: Duration::ZERO,
             busy: Duration::ZERO,
             last_loss: f64::NAN,
@@ -216,60 +220,62 @@ impl Progress {
         }
     }
 
-    /// Counts the step; stops training after `train.max_nonfinite` non-finite updates in a row.
-    fn after_step(&mut self, step: &StepResult, started: Instant, tc: &crate::config::TrainConfig, run: &RunDir) -> Result<()> {
-        let p = self.state.samples_seen;
-        if step.applied {
-            self.in_a_row = 0;
-            self.last_loss = step.means[0];
-            self.applied += 1;
-            for (s, v) in self.sums.iter_mut().zip(step.means.iter().chain([step.grad_norm].iter())) {
-                *s += v;
-            }
-        } else {
-            self.state.skipped_nonfinite += 1;
-            self.in_a_row += 1;
-            tracing::warn!(samples = p, loss = step.means[0], grad_norm = step.grad_norm, "non-finite update skipped");
-            if self.in_a_row >= tc.max_nonfinite {
-                bail!(
-                    "training stopped at sample {p}: {} non-finite updates in a row (train.max_nonfinite = {}); the last checkpoint in {} is intact",
-                    self.in_a_row,
-                    tc.max_nonfinite,
-                    run.checkpoints_dir().display()
-                );
-            }
-        }
+    /// Counts the step; every sum stays on the device.
+    fn after_step(&mut self, step: &StepResult, started: Instant, tc: &crate::config::TrainConfig) {
+        let (loss, norm, bad) = (step.loss.clone(), step.grad_norm.clone(), step.nonfinite.clone());
+        self.in_a_row = Some(match self.in_a_row.take() {
+            None => bad.clone(),
+            Some(run) => run.add_scalar(1.0) * bad.clone(),
+        });
+        self.sums = Some(match self.sums.take() {
+            None => [loss, norm, bad],
+            Some([l, n, b]) => [l + loss, n + norm, b + bad],
+        });
+        self.steps += 1;
         self.state.samples_seen += tc.batch_size as u64;
         self.busy += started.elapsed();
         self.bar.set_position(self.state.samples_seen);
-        Ok(())
     }
 
-    /// Writes the interval's means to the log and the status line, and starts a new interval.
-    fn log_train(&mut self, tc: &crate::config::TrainConfig, lr: f64) -> Result<()> {
+    /// Reads the interval's sums back, writes them to the log and the status line, and stops
+    /// training after `train.max_nonfinite` non-finite steps in a row.
+    fn log_train(&mut self, tc: &crate::config::TrainConfig, step: &StepResult, run: &RunDir) -> Result<()> {
         let samples = self.state.samples_seen;
+        let [loss, norm, bad] = self.sums.take().expect("a step before every log");
+        let run_length = self.in_a_row.clone().expect("a step before every log");
+        let read = Tensor::cat(vec![loss, norm, bad, run_length], 0).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 sums");
+        let (n, in_a_row) = (self.steps.max(1) as f64, read[3] as u32);
+        self.state.skipped_nonfinite += read[2] as u64;
+        if in_a_row >= tc.max_nonfinite {
+            bail!(
+                "training stopped at sample {samples}: {in_a_row} non-finite updates in a row (train.max_nonfinite = {}); the last checkpoint in {} is intact",
+                tc.max_nonfinite,
+                run.checkpoints_dir().display()
+            );
+        }
         let elapsed_s = self.start.elapsed().as_secs_f64();
         let samples_per_s = (samples - self.start_samples) as f64 / elapsed_s.max(1e-9);
-        let m = |i: usize| if self.applied > 0 { self.sums[i] / self.applied as f64 } else { f64::NAN };
+        let [v_mse, eps_mse, x_mse] = step.monitor.unwrap_or([f64::NAN; 3]);
+        self.last_loss = read[0] / n;
         let record = TrainRecord {
             samples,
             elapsed_s,
             samples_per_s,
             eta_s: (tc.total_samples - samples) as f64 / samples_per_s.max(1e-9),
-            loss: m(0),
-            v_mse: m(1),
-            eps_mse: m(2),
-            x_mse: m(3),
-            grad_norm: m(4),
-            lr,
+            loss: self.last_loss,
+            v_mse,
+            eps_mse,
+            x_mse,
+            grad_norm: read[1] / n,
+            lr: step.lr,
             data_wait: self.wait.as_secs_f64() / self.busy.as_secs_f64().max(1e-9),
             skipped_nonfinite: self.state.skipped_nonfinite,
             peak_rss_mib: peak_rss_mib(),
         };
         self.bar.set_message(format!("loss {:.4}  {:.1} samples/s  data wait {:.0}%", record.loss, record.samples_per_s, 100.0 * record.data_wait));
-        tracing::info!(samples, loss = record.loss, v_mse = record.v_mse, grad_norm = record.grad_norm, lr, samples_per_s, data_wait = record.data_wait, "train");
+        tracing::info!(samples, loss = record.loss, v_mse, grad_norm = record.grad_norm, lr = step.lr, samples_per_s, data_wait = record.data_wait, "train");
         self.log.write(Record::Train(record))?;
-        (self.sums, self.applied, self.wait, self.busy) = ([0.0; 5], 0, Duration::ZERO, Duration::ZERO);
+        (self.steps, self.wait, self.busy) = (0, Duration::ZERO, Duration::ZERO);
         Ok(())
     }
 }

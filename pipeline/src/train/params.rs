@@ -1,5 +1,6 @@
-//! Whole-model parameter operations for the training loop: stable parameter ids, EMA, global
-//! gradient-norm clipping, and finiteness checks.
+//! Whole-model parameter operations for the training loop: stable parameter ids, EMA with
+//! warm-up, non-finite gradients zeroed and global gradient-norm clipping on the device, and the
+//! finiteness check before a checkpoint.
 
 use std::collections::HashMap;
 
@@ -83,29 +84,46 @@ pub fn all_finite<M: Module>(model: &M) -> bool {
     values.0.into_values().all(|v| v.is_finite().all().into_scalar::<bool>())
 }
 
-/// The global L2 norm of the gradients; when `max_norm > 0` and it is larger, every gradient is
-/// scaled by `max_norm / norm` (global clipping, not burn's per-parameter clipping).
-pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+/// What [`finite_and_clipped`] found, as one-element device tensors (read only when logged).
+pub struct GradStats {
+    /// Global L2 norm of the gradients after non-finite entries were zeroed, before clipping.
+    pub norm: Tensor<1>,
+    /// 1 when any gradient entry was not finite, else 0.
+    pub nonfinite: Tensor<1>,
+}
+
+/// Makes the gradients safe to apply without reading anything back to the host: every
+/// non-finite entry becomes zero (edm2's `force_finite`, Karras et al. 2024), then, when
+/// `max_norm > 0`, all gradients are scaled by `min(1, max_norm / norm)` (global clipping, not
+/// burn's per-parameter clipping), the factor computed on the device.
+pub fn finite_and_clipped<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> GradStats {
     let mut ids = Ids::default();
     model.visit(&mut ids);
     let mut squares: Option<Tensor<1>> = None;
+    let mut bad: Option<Tensor<1>> = None;
     for &(id, rank) in &ids.0 {
-        if let Some(g) = grad_flat(grads, id, rank) {
-            let s = g.clone().square().sum();
-            squares = Some(match squares {
-                Some(acc) => acc + s,
-                None => s,
-            });
-        }
+        let Some(g) = grad_flat(grads, id, rank) else { continue };
+        let nonfinite = g.clone().is_finite().bool_not();
+        let count = nonfinite.clone().float().sum();
+        let g = g.mask_fill(nonfinite, 0.0);
+        let square = g.clone().square().sum();
+        replace_grad(grads, id, rank, g);
+        squares = Some(squares.map_or(square.clone(), |acc| acc + square));
+        bad = Some(bad.map_or(count.clone(), |acc| acc + count));
     }
-    let norm = squares.map_or(0.0, |s| s.into_scalar::<f64>().sqrt());
-    if max_norm > 0.0 && norm > max_norm && norm.is_finite() {
-        let scale = max_norm / norm;
+    let device = ids.0.first().and_then(|&(id, rank)| grad_flat(grads, id, rank)).map(|g| g.device());
+    let zero = || Tensor::<1>::zeros([1], device.as_ref().expect("a model with gradients"));
+    let norm = squares.unwrap_or_else(zero).sqrt();
+    if max_norm > 0.0 {
+        // min(1, max_norm / norm); a zero norm gives +inf, clamped to 1.
+        let factor = norm.clone().recip().mul_scalar(max_norm).clamp_max(1.0);
         for &(id, rank) in &ids.0 {
-            scale_grad(grads, id, rank, scale);
+            if let Some(g) = grad_flat(grads, id, rank) {
+                replace_grad(grads, id, rank, g * factor.clone());
+            }
         }
     }
-    norm
+    GradStats { norm, nonfinite: bad.unwrap_or_else(zero).clamp_max(1.0) }
 }
 
 #[derive(Default)]
@@ -117,20 +135,6 @@ impl ModuleVisitor for Ids {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ema_warmup_starts_short_and_reaches_the_decay() {
-        assert_eq!(ema_warmup(0.999, 1), 2.0 / 11.0);
-        assert_eq!(ema_warmup(0.999, 90), 0.91);
-        assert_eq!(ema_warmup(0.999, 100_000), 0.999);
-        // The initial weights' share after 1,200 updates: 0.999^1200 = 30 % without warm-up.
-        let share: f64 = (1..=1200).map(|n| ema_warmup(0.999, n)).product();
-        assert!(share < 1e-3 && 0.999f64.powi(1200) > 0.3, "{share}");
-    }
-}
 
 fn grad_flat(grads: &GradientsParams, id: ParamId, rank: usize) -> Option<Tensor<1>> {
     fn flat<const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Tensor<1>> {
@@ -148,17 +152,54 @@ fn grad_flat(grads: &GradientsParams, id: ParamId, rank: usize) -> Option<Tensor
     }
 }
 
-fn scale_grad(grads: &mut GradientsParams, id: ParamId, rank: usize, scale: f64) {
-    fn scale_d<const D: usize>(grads: &mut GradientsParams, id: ParamId, scale: f64) {
-        if let Some(g) = grads.remove::<D>(id) {
-            grads.register::<D>(id, g.mul_scalar(scale));
+/// Puts the flattened gradient `g` back under `id` in its parameter's shape.
+fn replace_grad(grads: &mut GradientsParams, id: ParamId, rank: usize, g: Tensor<1>) {
+    fn replace<const D: usize>(grads: &mut GradientsParams, id: ParamId, g: Tensor<1>) {
+        if let Some(old) = grads.remove::<D>(id) {
+            grads.register::<D>(id, g.reshape(old.shape()));
         }
     }
     match rank {
-        1 => scale_d::<1>(grads, id, scale),
-        2 => scale_d::<2>(grads, id, scale),
-        3 => scale_d::<3>(grads, id, scale),
-        4 => scale_d::<4>(grads, id, scale),
+        1 => replace::<1>(grads, id, g),
+        2 => replace::<2>(grads, id, g),
+        3 => replace::<3>(grads, id, g),
+        4 => replace::<4>(grads, id, g),
         r => panic!("parameters of rank {r} are not used by this model"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ema_warmup_starts_short_and_reaches_the_decay() {
+        assert_eq!(ema_warmup(0.999, 1), 2.0 / 11.0);
+        assert_eq!(ema_warmup(0.999, 90), 0.91);
+        assert_eq!(ema_warmup(0.999, 100_000), 0.999);
+        // The initial weights' share after 1,200 updates: 0.999^1200 = 30 % without warm-up.
+        let share: f64 = (1..=1200).map(|n| ema_warmup(0.999, n)).product();
+        assert!(share < 1e-3 && 0.999f64.powi(1200) > 0.3, "{share}");
+    }
+
+    #[test]
+    fn gradients_are_made_finite_then_clipped_on_the_device() {
+        use burn::module::Param;
+        #[derive(burn::module::Module, Debug)]
+        struct Two {
+            a: Param<Tensor<1>>,
+            b: Param<Tensor<2>>,
+        }
+        let device = Device::flex().autodiff();
+        let model = Two { a: Param::from_tensor(Tensor::from_floats([1.0, 2.0], &device)), b: Param::from_tensor(Tensor::from_floats([[3.0], [4.0]], &device)) };
+        // d/da Σ a·(3, 4) = (3, 4); d/db Σ b·(0, inf) = (0, inf).
+        let loss = (model.a.val() * Tensor::from_floats([3.0, 4.0], &device)).sum() + (model.b.val().reshape([2]) * Tensor::from_floats([0.0, f32::INFINITY], &device)).sum();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let stats = finite_and_clipped(&model, &mut grads, 1.0);
+        assert_eq!(stats.norm.into_scalar::<f32>(), 5.0, "the inf entry is zeroed before the norm");
+        assert_eq!(stats.nonfinite.into_scalar::<f32>(), 1.0);
+        let a = grads.get::<1>(model.a.id).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        assert_eq!(a, vec![0.6, 0.8], "scaled by 1/5");
+        assert_eq!(grads.get::<2>(model.b.id).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap(), vec![0.0, 0.0]);
     }
 }

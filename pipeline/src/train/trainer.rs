@@ -8,15 +8,19 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::DType;
 use model3d::network::compute_copy;
-use model3d::noise::{gaussian, key};
+use model3d::noise::key;
+use model3d::philox::Stream;
 use model3d::{Diffusion, UViT};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::loader::Batch;
-use super::params::{clip_grad_norm, ema_update, ema_warmup, stable_ids};
+use super::params::{ema_update, ema_warmup, finite_and_clipped, stable_ids};
 use crate::config::RunConfig;
 use crate::run::checkpoint::{Checkpoint, TrainState, load_module};
 use crate::tensor::to_tensor;
+
+/// The Philox stream of training noise (sampling uses the step index as its stream).
+pub const TRAINING_NOISE: u64 = 1 << 40;
 
 pub struct Trainer {
     /// Always `Some` between steps; taken during the optimizer update so it can work in place.
@@ -28,15 +32,18 @@ pub struct Trainer {
     device: Device,
 }
 
-/// What one step did.
-#[derive(Clone, Copy, Debug)]
+/// What one step did, on the device: nothing here is read back until a log step asks.
+#[derive(Clone, Debug)]
 pub struct StepResult {
-    /// Batch means of the weighted loss and of the v-, ε- and x-MSE.
-    pub means: [f64; 4],
-    pub grad_norm: f64,
+    /// `[1]`: the batch mean of the weighted loss.
+    pub loss: Tensor<1>,
+    /// `[1]`: the global gradient norm (non-finite entries zeroed), before clipping.
+    pub grad_norm: Tensor<1>,
+    /// `[1]`: 1 when a gradient was not finite (the update went ahead with those entries zeroed).
+    pub nonfinite: Tensor<1>,
     pub lr: f64,
-    /// False when the loss or the gradients were not finite and the update was skipped.
-    pub applied: bool,
+    /// Batch means of the unweighted v-, ε- and x-MSE, computed only when asked (log steps).
+    pub monitor: Option<[f64; 3]>,
 }
 
 impl Trainer {
@@ -93,8 +100,10 @@ impl Trainer {
     }
 
     /// One update on `batch`, the batch that starts at sample `p` of the run. Everything random
-    /// (t, noise, label dropout, network dropout) is keyed by `(seed, p)`, so resumes reproduce.
-    pub fn step(&mut self, batch: Batch, p: u64) -> StepResult {
+    /// (t, noise, label dropout, network dropout) is keyed by `(seed, p)`, so resumes reproduce;
+    /// the noise is drawn on the device (Philox, keyed by each clip's sample index). Nothing is
+    /// read back to the host unless `monitor` asks for the MSE terms.
+    pub fn step(&mut self, batch: Batch, p: u64, monitor: bool) -> StepResult {
         let tc = &self.config.train;
         let [b, t, c, h, w] = batch.shape();
         self.device.seed(key(&[tc.seed, p, 1]));
@@ -111,36 +120,30 @@ impl Trainer {
             })
             .collect();
         let x = to_tensor(batch.pixels, &self.device);
-        let n = b * t * c * h * w;
-        let noise = Tensor::<1>::from_data(TensorData::new(gaussian(key(&[tc.seed, p, 3]), n), [n]), &self.device).reshape([b, t, c, h, w]);
+        let noise = Stream { seed: tc.seed, stream: TRAINING_NOISE }.normals(p, b, t * c * h * w, &self.device).reshape([b, t, c, h, w]);
         let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
 
         let noised = self.diffusion.noise_batch(x, noise, &times);
         // bf16 runs through a cast copy whose backward lands f32 gradients on the master weights.
         let out = compute_copy(self.model(), tc.precision).forward(noised.z.clone(), noised.logsnr.clone(), labels);
         let terms = self.diffusion.loss(&noised, out.cast(DType::F32));
-        let loss = terms.loss.clone().mean();
-        let means: Vec<f64> = Tensor::cat(vec![loss.clone(), terms.v_mse.mean(), terms.eps_mse.mean(), terms.x_mse.mean()], 0)
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("f64 values");
-        let means = [means[0], means[1], means[2], means[3]];
+        let loss = terms.loss.mean();
+        let monitor = monitor.then(|| {
+            let m = Tensor::cat(vec![terms.v_mse.mean(), terms.eps_mse.mean(), terms.x_mse.mean()], 0).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 values");
+            [m[0], m[1], m[2]]
+        });
         let mut grads = GradientsParams::from_grads(loss.backward(), self.model());
-        let grad_norm = clip_grad_norm(self.model(), &mut grads, tc.grad_clip);
+        let stats = finite_and_clipped(self.model(), &mut grads, tc.grad_clip);
         let warmup = if tc.warmup_samples > 0 { ((p + b as u64) as f64 / tc.warmup_samples as f64).min(1.0) } else { 1.0 };
         let lr = tc.lr * warmup;
-        let applied = means.iter().all(|v| v.is_finite()) && grad_norm.is_finite();
-        if applied {
-            let model = self.model.take().expect("model present between steps");
-            let model = self.model.insert(self.optim.step(lr, model, grads));
-            // Updates since the run started, counted from the sample index so resumes agree.
-            let updates = p / b as u64 + 1;
-            for (decay, ema) in &mut self.emas {
-                let decay = if tc.ema_warmup { ema_warmup(*decay, updates) } else { *decay };
-                *ema = ema_update(ema.clone(), model, decay);
-            }
+        let model = self.model.take().expect("model present between steps");
+        let model = self.model.insert(self.optim.step(lr, model, grads));
+        // Updates since the run started, counted from the sample index so resumes agree.
+        let updates = p / b as u64 + 1;
+        for (decay, ema) in &mut self.emas {
+            let decay = if tc.ema_warmup { ema_warmup(*decay, updates) } else { *decay };
+            *ema = ema_update(ema.clone(), model, decay);
         }
-        StepResult { means, grad_norm, lr, applied }
+        StepResult { loss: loss.inner(), grad_norm: stats.norm.inner(), nonfinite: stats.nonfinite.inner(), lr, monitor }
     }
 }

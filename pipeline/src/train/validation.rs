@@ -7,7 +7,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::DType;
 use model3d::network::compute_copy;
-use model3d::noise::{gaussian, key};
+use model3d::philox::Stream;
 use model3d::{Diffusion, Precision};
 use video_io::prepare::ShardDataset;
 
@@ -55,8 +55,7 @@ impl Validation {
                 for start in (0..n).step_by(self.batch) {
                     let b = self.batch.min(n - start);
                     let x = self.clips.clone().narrow(0, start, b);
-                    let noise: Vec<f32> = (start..start + b).flat_map(|i| gaussian(key(&[NOISE_KEY, i as u64, k as u64]), t * c * h * w)).collect();
-                    let noise = Tensor::<1>::from_data(TensorData::new(noise, [b * t * c * h * w]), &x.device()).reshape([b, t, c, h, w]);
+                    let noise = Stream { seed: NOISE_KEY, stream: k as u64 }.normals(start as u64, b, t * c * h * w, &x.device()).reshape([b, t, c, h, w]);
                     let times = vec![(0..t).map(|f| (f >= self.diffusion.context_frames).then_some(time)).collect(); b];
                     let noised = self.diffusion.noise_batch(x, noise, &times);
                     let labels = Tensor::<1, Int>::from_data(TensorData::new(self.labels[start..start + b].to_vec(), [b]), &noised.z.device());
