@@ -91,7 +91,7 @@ stage peak-f32 60 $S --quiet "${device[@]}" bench matmul --n $matmul_n --reps 10
 passing=()
 for v in "${variants[@]}"; do
     ok=1
-    for probe in "matmul-square bf16" "matmul-skewed bf16" "matmul-skewed f32" "conv3x3 bf16" "conv3x3 f32" "attention bf16"; do
+    for probe in "matmul-square bf16" "matmul-skewed bf16" "matmul-skewed f32" "conv3x3 bf16" "conv3x3 f32" "conv3x3-matmul bf16" "conv3x3-matmul f32" "attention bf16"; do
         set -- $probe
         stage "probe-$v-$1-$2" $probe_limit /tmp/sid2-$v --quiet "${device[@]}" bench probe --case "$1" --dtype "$2" --shrink $shrink || ok=0
         grep -q '"ok":true' "$OUT/probe-$v-$1-$2.out" 2>/dev/null || ok=0
@@ -105,6 +105,8 @@ for v in "${passing[@]}"; do
     stage "train-$v-k600_64-cold" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --warmup 3 --steps $steps
     stage "train-$v-k600_64-warm" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --warmup 3 --steps $steps
     stage "train-$v-imagenet256" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${image[@]}" --warmup 3 --steps $steps
+    # 3x3 convolutions as matmuls with a row-chunked (split-K) weight gradient.
+    stage "train-$v-k600_64-matmul-conv" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --set model.conv=matmul --warmup 3 --steps $steps
 done
 [ ${#passing[@]} -eq 0 ] && skip train "no variant passed its probes"
 

@@ -66,6 +66,21 @@ fn trained_branches_mix_frames_only_at_transformer_levels() {
 }
 
 #[test]
+fn matmul_convolutions_give_the_same_network() {
+    let x = randn([2, 3, 3, 16, 16], 8);
+    let (logsnr, labels) = (Tensor::<2>::zeros([2, 3], &device()), Tensor::<1, Int>::zeros([2], &device()));
+    let output = |conv: model3d::ConvImpl| {
+        device().seed(5);
+        let net = UViT::new(&UViTConfig { conv, temporal: vec![true, false, false], ..small_config(0) }, &device()).map(&mut common::Jitter);
+        net.forward(x.clone(), logsnr.clone(), labels.clone())
+    };
+    let (ours, burn) = (output(model3d::ConvImpl::Matmul), output(model3d::ConvImpl::Burn));
+    let scale = burn.clone().abs().max().into_scalar::<f32>();
+    let diff = max_abs_diff(ours, burn);
+    assert!(scale > 1e-2 && diff < 1e-5 * scale.max(1.0), "difference {diff} at scale {scale}");
+}
+
+#[test]
 fn temporal_attention_is_rejected_where_joint_attention_already_runs() {
     let config = UViTConfig { temporal: vec![false, true, false], ..small_config(0) };
     let err = config.validate().unwrap_err().to_string();
@@ -103,6 +118,7 @@ fn counts_match_a_hand_count() {
         dropout: vec![],
         temporal: vec![],
         attention: Default::default(),
+        conv: Default::default(),
         norm_groups: 8,
         num_classes: 0,
     };
@@ -142,6 +158,7 @@ fn flops_match_the_reference_pytorch_twin() {
         dropout: vec![],
         temporal: vec![],
         attention: Default::default(),
+        conv: Default::default(),
         norm_groups: 32,
         num_classes: 1000,
     };

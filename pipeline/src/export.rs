@@ -193,6 +193,7 @@ mod tests {
             dropout: vec![],
             temporal: vec![],
             attention: Default::default(),
+            conv: Default::default(),
             norm_groups: 4,
             num_classes: 0,
         }

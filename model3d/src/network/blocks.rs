@@ -10,9 +10,14 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
 use super::config::AttentionImpl;
+use super::conv::{ConvImpl, conv3x3};
 use super::rope::Rope;
 
-pub(crate) fn conv3x3(c_in: usize, c_out: usize, bias: bool, device: &Device) -> Conv2d {
+fn how(matmul: bool) -> ConvImpl {
+    if matmul { ConvImpl::Matmul } else { ConvImpl::Burn }
+}
+
+pub(crate) fn conv3x3_layer(c_in: usize, c_out: usize, bias: bool, device: &Device) -> Conv2d {
     Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_bias(bias).init(device)
 }
 
@@ -54,13 +59,16 @@ pub struct ResBlock {
     pub norm2: GroupNorm,
     pub conv2: Conv2d,
     pub dropout: Dropout,
+    /// 3×3 convolutions as matmuls (else burn's conv2d).
+    pub matmul_conv: bool,
 }
 
 impl ResBlock {
-    pub fn new(c: usize, emb: usize, groups: usize, dropout: f64, device: &Device) -> Self {
+    pub fn new(c: usize, emb: usize, groups: usize, dropout: f64, conv: ConvImpl, device: &Device) -> Self {
         Self {
+            matmul_conv: conv == ConvImpl::Matmul,
             norm1: GroupNormConfig::new(groups, c).with_epsilon(1e-6).init(device),
-            conv1: conv3x3(c, c, true, device),
+            conv1: conv3x3_layer(c, c, true, device),
             film: LinearConfig::new(emb, 2 * c).init(device),
             norm2: GroupNormConfig::new(groups, c).with_epsilon(1e-6).with_affine(false).init(device),
             conv2: zero_conv3x3(c, device),
@@ -73,11 +81,11 @@ impl ResBlock {
     /// - `emb`: `[N, E]`
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         let [n, c, _, _] = x.dims();
-        let h = self.conv1.forward(silu(in_f32(x.clone(), |x| self.norm1.forward(x))));
+        let h = conv3x3(&self.conv1, silu(in_f32(x.clone(), |x| self.norm1.forward(x))), how(self.matmul_conv));
         let film = self.film.forward(emb).reshape([n, 2 * c, 1, 1]);
         let (scale, shift) = (film.clone().narrow(1, 0, c), film.narrow(1, c, c));
         let h = modulate(in_f32(h, |h| self.norm2.forward(h)), scale, shift);
-        x + self.conv2.forward(self.dropout.forward(silu(h)))
+        x + conv3x3(&self.conv2, self.dropout.forward(silu(h)), how(self.matmul_conv))
     }
 }
 
@@ -202,17 +210,18 @@ impl TemporalBlock {
 #[derive(Module, Debug)]
 pub struct Downsample {
     pub conv: Conv2d,
+    pub matmul_conv: bool,
 }
 
 impl Downsample {
-    pub fn new(c_in: usize, c_out: usize, device: &Device) -> Self {
-        Self { conv: conv3x3(c_in, c_out, true, device) }
+    pub fn new(c_in: usize, c_out: usize, conv: ConvImpl, device: &Device) -> Self {
+        Self { conv: conv3x3_layer(c_in, c_out, true, device), matmul_conv: conv == ConvImpl::Matmul }
     }
 
     /// `[N, C_in, H, W] -> [N, C_out, H/2, W/2]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let pooled = avg_pool2d(x, AvgPoolOptions::new([2, 2]));
-        self.conv.forward(pooled)
+        conv3x3(&self.conv, pooled, how(self.matmul_conv))
     }
 }
 
@@ -220,16 +229,17 @@ impl Downsample {
 #[derive(Module, Debug)]
 pub struct Upsample {
     pub conv: Conv2d,
+    pub matmul_conv: bool,
 }
 
 impl Upsample {
-    pub fn new(c_in: usize, c_out: usize, device: &Device) -> Self {
-        Self { conv: conv3x3(c_in, c_out, false, device) }
+    pub fn new(c_in: usize, c_out: usize, conv: ConvImpl, device: &Device) -> Self {
+        Self { conv: conv3x3_layer(c_in, c_out, false, device), matmul_conv: conv == ConvImpl::Matmul }
     }
 
     /// `[N, C_in, H, W] -> [N, C_out, 2H, 2W]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.conv.forward(x);
+        let h = conv3x3(&self.conv, x, how(self.matmul_conv));
         let [n, c, hh, ww] = h.dims();
         h.reshape([n, c, hh, 1, ww, 1]).expand([n, c, hh, 2, ww, 2]).reshape([n, c, 2 * hh, 2 * ww])
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::conv::ConvImpl;
 use crate::config_error::ConfigError;
 
 /// What the blocks of one level are.
@@ -60,6 +61,9 @@ pub struct UViTConfig {
     /// How attention is computed.
     #[serde(default, skip_serializing_if = "is_flash")]
     pub attention: AttentionImpl,
+    /// How 3×3 convolutions are computed.
+    #[serde(default, skip_serializing_if = "is_burn_conv")]
+    pub conv: ConvImpl,
     /// GroupNorm groups in ResBlocks.
     #[serde(default = "groups")]
     pub norm_groups: usize,
@@ -68,6 +72,9 @@ pub struct UViTConfig {
     pub num_classes: usize,
 }
 
+fn is_burn_conv(c: &ConvImpl) -> bool {
+    *c == ConvImpl::Burn
+}
 fn is_flash(a: &AttentionImpl) -> bool {
     *a == AttentionImpl::Flash
 }

@@ -2,6 +2,7 @@
 
 mod blocks;
 mod config;
+pub mod conv;
 mod count;
 mod embedding;
 pub mod precision;
@@ -9,6 +10,7 @@ mod rope;
 mod uvit;
 
 pub use config::{AttentionImpl, BlockKind, UViTConfig};
+pub use conv::ConvImpl;
 pub use count::{Cost, cost};
 pub use precision::{Precision, compute_copy};
 pub use uvit::UViT;

@@ -24,7 +24,7 @@ impl LevelBlocks {
         let (c, e, p) = (config.channels[level], config.emb_channels, config.dropout_at(level));
         match config.kinds[level] {
             BlockKind::Res => Self {
-                res: (0..count).map(|_| ResBlock::new(c, e, config.norm_groups, p, device)).collect(),
+                res: (0..count).map(|_| ResBlock::new(c, e, config.norm_groups, p, config.conv, device)).collect(),
                 temporal: match config.temporal_at(level) {
                     true => (0..count).map(|_| TemporalBlock::new(c, e, config.heads, config.attention, device)).collect(),
                     false => Vec::new(),
@@ -103,13 +103,13 @@ impl UViT {
             encoder: (0..last)
                 .map(|i| EncoderLevel {
                     blocks: LevelBlocks::new(config, i, config.blocks[i], device),
-                    down: Downsample::new(ch[i], ch[i + 1], device),
+                    down: Downsample::new(ch[i], ch[i + 1], config.conv, device),
                 })
                 .collect(),
             mid: LevelBlocks::new(config, last, config.mid_blocks, device),
             decoder: (0..last)
                 .map(|i| DecoderLevel {
-                    up: Upsample::new(ch[i + 1], ch[i], device),
+                    up: Upsample::new(ch[i + 1], ch[i], config.conv, device),
                     blocks: LevelBlocks::new(config, i, config.blocks[i], device),
                 })
                 .collect(),

@@ -23,6 +23,7 @@ pub fn small_config(num_classes: usize) -> UViTConfig {
         dropout: vec![],
         temporal: vec![],
         attention: Default::default(),
+        conv: Default::default(),
         norm_groups: 8,
         num_classes,
     }

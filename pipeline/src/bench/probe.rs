@@ -20,8 +20,10 @@ pub enum Case {
     /// `[m, k] × [k, n]` with `m ≥ 4n`, `n > 32`: the shape of a convolution's data gradient and
     /// of token-major Linear layers, where a bf16 TMA autotune candidate is suspected to fail.
     MatmulSkewed,
-    /// A 3×3 convolution, forward and backward (data and weight gradients).
+    /// A 3×3 convolution, forward and backward (data and weight gradients), through burn.
     Conv3x3,
+    /// The same through nine shifted matmuls with a row-chunked weight gradient.
+    Conv3x3Matmul,
     /// The project's attention operation, forward and backward.
     Attention,
 }
@@ -50,6 +52,7 @@ pub fn run(case: Case, dtype: Precision, device: &Device, shrink: usize) -> Resu
         Case::MatmulSquare => (vec![1, 1, s(4096), s(4096), s(4096)], matmul),
         Case::MatmulSkewed => (vec![1, 1, s(16384), s(1152), s(128).max(33)], matmul),
         Case::Conv3x3 => (vec![s(8).max(1), s(128), s(64), s(64)], conv),
+        Case::Conv3x3Matmul => (vec![s(8).max(1), s(128), s(64), s(64)], conv_matmul),
         Case::Attention => (vec![1, 4, s(4096), 64], attention),
     };
     let inputs = |device: &Device| -> Vec<Tensor<4>> {
@@ -57,13 +60,14 @@ pub fn run(case: Case, dtype: Precision, device: &Device, shrink: usize) -> Resu
         let normal = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
         match case {
             Case::MatmulSquare | Case::MatmulSkewed => vec![normal([1, 1, shape[2], shape[3]]), normal([1, 1, shape[3], shape[4]])],
-            Case::Conv3x3 => vec![normal([shape[0], shape[1], shape[2], shape[3]]), normal([shape[1], shape[1], 3, 3]).mul_scalar(1.0 / (9.0 * shape[1] as f64).sqrt())],
+            Case::Conv3x3 | Case::Conv3x3Matmul => vec![normal([shape[0], shape[1], shape[2], shape[3]]), normal([shape[1], shape[1], 3, 3]).mul_scalar(1.0 / (9.0 * shape[1] as f64).sqrt())],
             Case::Attention => (0..3).map(|_| normal([shape[0], shape[1], shape[2], shape[3]])).collect(),
         }
     };
     // The same random inputs on both sides: drawn on the CPU, copied to the device.
     let host = inputs(&cpu);
-    let reference = outputs(&host, DType::F32);
+    // The reference is burn's own f32 operation on the CPU (for the matmul convolution too).
+    let reference = if case == Case::Conv3x3Matmul { conv(&host, DType::F32) } else { outputs(&host, DType::F32) };
     let on_device: Vec<Tensor<4>> = host.iter().map(|t| t.clone().to_device(device)).collect();
     let _ = outputs(&on_device, dtype.dtype()); // warm-up: compilation, autotune
     let start = Instant::now();
@@ -88,8 +92,16 @@ fn matmul(x: &[Tensor<4>], dtype: DType) -> Vec<Tensor<4>> {
 
 /// A 3×3 convolution's output and its data and weight gradients for the loss `Σ y`.
 fn conv(x: &[Tensor<4>], dtype: DType) -> Vec<Tensor<4>> {
+    conv_through(x, dtype, |input, weight| conv2d(input, weight, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1)))
+}
+
+fn conv_matmul(x: &[Tensor<4>], dtype: DType) -> Vec<Tensor<4>> {
+    conv_through(x, dtype, |input, weight| model3d::network::conv::conv3x3_matmul(input, weight, None, model3d::network::conv::ROW_CHUNKS))
+}
+
+fn conv_through(x: &[Tensor<4>], dtype: DType, f: impl Fn(Tensor<4>, Tensor<4>) -> Tensor<4>) -> Vec<Tensor<4>> {
     let (input, weight) = (x[0].clone().autodiff().cast(dtype).require_grad(), x[1].clone().autodiff().cast(dtype).require_grad());
-    let y = conv2d(input.clone(), weight.clone(), None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+    let y = f(input.clone(), weight.clone());
     let grads = y.clone().cast(DType::F32).sum().backward();
     let grad = |t: &Tensor<4>| t.grad(&grads).expect("a gradient").cast(DType::F32);
     vec![y.cast(DType::F32).inner(), grad(&input), grad(&weight)]

@@ -177,6 +177,7 @@ mod tests {
             dropout: vec![],
             temporal: vec![],
             attention: Default::default(),
+            conv: Default::default(),
             norm_groups: 8,
             num_classes: 3,
         };
