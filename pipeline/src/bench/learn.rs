@@ -20,6 +20,7 @@ use crate::run::metrics::{read_train, read_val};
 use crate::run::{RunDir, Weights};
 use crate::sample::generate;
 use crate::train::{Job, open_data, train};
+use model3d::SamplerKind;
 use crate::prepare;
 
 #[derive(clap::Args, Debug)]
@@ -42,6 +43,9 @@ pub struct LearnArgs {
     /// Sampler steps to score the predictions with (repeat for several), default the config's.
     #[arg(long = "steps", value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: Vec<u32>,
+    /// Samplers to score them with (repeat: ancestral, ddim), default the config's.
+    #[arg(long = "sampler", value_enum)]
+    pub samplers: Vec<SamplerChoice>,
     /// Start from these weights instead of a fresh initialisation.
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -65,9 +69,27 @@ pub struct LearnReport {
     pub predictions: Vec<Predictions>,
 }
 
+/// A sampler for `--sampler`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerChoice {
+    Ancestral,
+    Ddim,
+}
+
+impl SamplerChoice {
+    fn kind(self) -> SamplerKind {
+        match self {
+            Self::Ancestral => SamplerKind::Ancestral,
+            Self::Ddim => SamplerKind::Ddim,
+        }
+    }
+}
+
 /// Predictions of the held-out clips with one sampler setting.
 #[derive(Debug, Serialize)]
 pub struct Predictions {
+    pub sampler: SamplerKind,
     pub steps: usize,
     pub sample_s: f64,
     pub eval: EvalReport,
@@ -99,19 +121,21 @@ pub fn run(args: LearnArgs, globals: &Globals) -> Result<LearnReport> {
     let real = Clips::concat(&picks.iter().map(|&i| heldout.clips(i..i + 1)).collect::<Vec<_>>());
     let (model, _) = run.load_model(&config, Weights::Default, &device)?;
     let steps = if args.steps.is_empty() { vec![config.sample.steps] } else { args.steps.iter().map(|&s| s as usize).collect() };
+    let samplers = if args.samplers.is_empty() { vec![config.sample.kind] } else { args.samplers.iter().map(|s| s.kind()).collect() };
+    let settings: Vec<(SamplerKind, usize)> = samplers.iter().flat_map(|&k| steps.iter().map(move |&s| (k, s))).collect();
     let mut predictions = Vec::new();
-    for steps in steps {
+    for (sampler, steps) in settings {
         let mut c = config.clone();
-        c.sample.steps = steps;
+        (c.sample.kind, c.sample.steps) = (sampler, steps);
         let started = Instant::now();
         let bar = globals.bar(n as u64, "sample {bar:25} {pos}/{len} clips  ETA {eta}");
         let (generated, _) = generate(&model, &c, Some(&real), &vec![0; n], 0, 8, &device, &bar)?;
         bar.finish_and_clear();
         let sample_s = started.elapsed().as_secs_f64();
         let eval = compare(&generated, &real, c.diffusion.context_frames);
-        let media = args.out.join(format!("predictions-{steps}-steps"));
+        let media = args.out.join(format!("predictions-{}-{steps}-steps", format!("{sampler:?}").to_lowercase()));
         write_media(&media, &generated.select(0..n.min(4)), Some(&real.select(0..n.min(4))), c.diffusion.context_frames, &MediaArgs { fps: 4, upscale: 4 })?;
-        predictions.push(Predictions { steps, sample_s, eval });
+        predictions.push(Predictions { sampler, steps, sample_s, eval });
     }
     let report = LearnReport {
         config: args.config.display().to_string(),
@@ -143,7 +167,7 @@ fn write_curves(path: &Path, run: &RunDir, report: &LearnReport) -> Result<()> {
     };
     let mut frames = Chart { title: "held-out predictions: PSNR per frame".into(), x_label: "frame".into(), y_label: "PSNR (dB)".into(), log_y: false, series: Vec::new() };
     for p in &report.predictions {
-        frames.series.push(Series { name: format!("model, {} steps", p.steps), points: p.eval.per_frame.iter().map(|q| (q.frame as f64, q.psnr_db)).collect() });
+        frames.series.push(Series { name: format!("{:?}, {} steps", p.sampler, p.steps).to_lowercase(), points: p.eval.per_frame.iter().map(|q| (q.frame as f64, q.psnr_db)).collect() });
     }
     if let Some(p) = report.predictions.first() {
         frames.series.push(Series { name: "last context frame repeated".into(), points: p.eval.per_frame.iter().map(|q| (q.frame as f64, q.last_frame_psnr_db)).collect() });
