@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails, ok, preset, s, shared};
+use common::{fails, ok, preset, s, shared, walk};
 
 #[test]
 fn missing_data_folder_is_named() {
@@ -154,16 +154,3 @@ fn train_command<'a>(data: &'a std::path::Path, run: &'a std::path::Path, config
     args
 }
 
-/// Every file under `dir` with its bytes.
-fn walk(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() { stack.push(p) } else { out.push((p.clone(), std::fs::read(&p).unwrap())) }
-        }
-    }
-    out.sort();
-    out
-}

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ok, preset, s, shared};
+use common::{ok, preset, s, shared, walk};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -153,15 +153,3 @@ fn export_writes_the_torch_layout_with_the_config() {
     assert!(tmp.path().join("weights.check.safetensors").is_file());
 }
 
-fn walk(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() { stack.push(p) } else { out.push((p.clone(), std::fs::read(&p).unwrap())) }
-        }
-    }
-    out.sort();
-    out
-}

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use common::{device, max_abs_diff, real_clip, small_config};
 use model3d::attention::{attention, composed, decomposed};
-use model3d::{AttentionImpl, DiffusionConfig, LossWeighting, Prediction, ScheduleConfig, TimeSampling, UViT, UViTConfig};
+use model3d::{AttentionImpl, UViT, UViTConfig};
 
 fn randn(shape: [usize; 4], seed: u64, spread: f32) -> Tensor<4> {
     let n = shape.iter().product();
@@ -83,16 +83,7 @@ fn a_small_model_trains_the_same_with_either_attention() {
         let config = UViTConfig { temporal: vec![true, false, false], attention, ..small_config(0) };
         let mut model = UViT::new(&config, &ad);
         let clip = real_clip(4, 32).to_device(&ad);
-        let diffusion = DiffusionConfig {
-            schedule: ScheduleConfig::default(),
-            prediction: Prediction::V,
-            weighting: LossWeighting::Sigmoid { bias: -2.0, jacobian: true },
-            time_sampling: TimeSampling::Uniform,
-            context_frames: 1,
-            per_frame_noise: false,
-        }
-        .build(4, 32)
-        .unwrap();
+        let diffusion = common::diffusion(4, 32, 1);
         let times = vec![(0..4).map(|f| (f > 0).then_some(0.4)).collect(); 2];
         let noised = diffusion.noise_batch(clip.repeat_dim(0, 2), common::randn([2, 4, 3, 32, 32], 5).to_device(&ad), &times);
         let mut optim = AdamWConfig::new().init();

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use common::{real_clip, small_config};
 use burn::tensor::DType;
 use model3d::network::compute_copy;
-use model3d::{DiffusionConfig, LossWeighting, Precision, Prediction, ScheduleConfig, TimeSampling, UViT};
+use model3d::{Precision, UViT};
 
 #[test]
 fn tiny_model_overfits_a_real_clip() {
@@ -32,16 +32,7 @@ fn overfits(precision: Precision) {
     let noise = common::randn([batch, frames, 3, size, size], 42).to_device(&device);
     let times: Vec<Vec<Option<f64>>> =
         (0..batch).map(|i| (0..frames).map(|f| (f > 0).then_some(0.15 + 0.7 * i as f64 / batch as f64)).collect()).collect();
-    let diffusion = DiffusionConfig {
-        schedule: ScheduleConfig::default(),
-        prediction: Prediction::V,
-        weighting: LossWeighting::Sigmoid { bias: -2.0, jacobian: true },
-        time_sampling: TimeSampling::Uniform,
-        context_frames: 1,
-        per_frame_noise: false,
-    }
-    .build(frames, size)
-    .unwrap();
+    let diffusion = common::diffusion(frames, size, 1);
     let noised = diffusion.noise_batch(x, noise, &times);
     let labels = Tensor::<1, Int>::zeros([batch], &device);
 

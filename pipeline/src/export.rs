@@ -166,36 +166,15 @@ mod tests {
 
     #[test]
     fn linear_weights_are_transposed_and_norms_renamed() {
-        let device = Device::flex();
-        let config = model3d::UViTConfig { temporal: vec![true, false], ..tiny() };
-        let model = UViT::new(&config, &device);
-        let tensors = torch_layout(&model).unwrap();
+        let preset = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny_video.toml")).unwrap();
+        let config = crate::config::RunConfig::parse(&preset, &[]).unwrap();
+        let tensors = torch_layout(&UViT::new(&config.model, &Device::flex())).unwrap();
         let find = |name: &str| tensors.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{name} missing"));
-        // film: burn [emb 16, 2·8] → torch [16, 16]; qkv: burn [8, 24] → torch [24, 8].
-        assert_eq!(find("encoder.0.blocks.temporal.0.qkv.weight").shape, vec![24, 8]);
-        assert_eq!(find("encoder.0.blocks.res.0.norm1.weight").shape, vec![8]);
-        assert_eq!(find("encoder.0.blocks.res.0.conv1.weight").shape, vec![8, 8, 3, 3]);
+        // qkv of the first temporal block: burn [32, 96] → torch [96, 32]; convolutions unchanged.
+        assert_eq!(find("encoder.0.blocks.temporal.0.qkv.weight").shape, vec![96, 32]);
+        assert_eq!(find("encoder.0.blocks.res.0.norm1.weight").shape, vec![32]);
+        assert_eq!(find("encoder.0.blocks.res.0.conv1.weight").shape, vec![32, 32, 3, 3]);
         assert!(tensors.iter().all(|t| !t.name.ends_with("gamma") && !t.name.ends_with("beta")));
         assert_eq!(transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-    }
-
-    fn tiny() -> model3d::UViTConfig {
-        model3d::UViTConfig {
-            in_channels: 3,
-            patch_size: 2,
-            channels: vec![8, 8],
-            kinds: vec![model3d::BlockKind::Res, model3d::BlockKind::Transformer],
-            blocks: vec![1],
-            mid_blocks: 1,
-            emb_channels: 16,
-            fourier_features: 8,
-            heads: 2,
-            dropout: vec![],
-            temporal: vec![],
-            attention: Default::default(),
-            conv: Default::default(),
-            norm_groups: 4,
-            num_classes: 0,
-        }
     }
 }

@@ -44,3 +44,21 @@ pub fn frames_per_ffprobe(path: &Path) -> usize {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// Every file under `dir` with its bytes, sorted by path.
+pub fn walk(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()))
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,9 +1,14 @@
 //! 3×3 convolutions (stride 1, padding 1) either through burn's `conv2d` or as matrix products
 //! over the nine shifted copies of the input (im2col by taps):
 //! `y[n, o, h, w] = b[o] + Σ_{dy, dx} Σ_c x_pad[n, c, h + dy, w + dx] · W[o, c, dy, dx]`.
-//! The matmul form splits the `N·H·W` rows into chunks and multiplies them as one batch, so
-//! autodiff computes the weight gradient as a batched matmul followed by a sum over chunks: a
-//! split-K over the pixel dimension, which burn's convolution weight gradient lacks on CUDA.
+//!
+//! The matmul form computes `yᵀ = W · colsᵀ` per chunk of `R` pixels, the chunks as one batch:
+//! - autodiff then forms the weight gradient as a batched matmul summed over chunks, a split-K
+//!   over the pixel dimension that burn's convolution weight gradient lacks on CUDA;
+//! - with `R > 2.25 C` and `R > O/4`, every matmul of the forward and backward passes has
+//!   `m < 4n`: `W·colsᵀ` is `[O, 9C]×[9C, R]`, `dW = dyᵀ·cols` is `[O, R]×[R, 9C]`, and
+//!   `d colsᵀ = Wᵀ·dyᵀ` is `[9C, O]×[O, R]`. That keeps every bf16 matmul away from the
+//!   `m ≥ 4n` shapes whose TMA autotune candidate is suspected of failing on the H100.
 
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
@@ -17,36 +22,41 @@ pub enum ConvImpl {
     /// burn's `conv2d`.
     #[default]
     Burn,
-    /// Nine shifted matmuls with rows in [`ROW_CHUNKS`] batches.
+    /// Nine shifted matmuls over chunks of pixels (see the module documentation).
     Matmul,
 }
-
-/// Row batches of the matmul form.
-pub const ROW_CHUNKS: usize = 8;
 
 /// `conv`'s 3×3, stride-1, padding-1 convolution of `x` `[N, C, H, W]`, through `how`.
 pub fn conv3x3(conv: &Conv2d, x: Tensor<4>, how: ConvImpl) -> Tensor<4> {
     match how {
         ConvImpl::Burn => conv.forward(x),
-        ConvImpl::Matmul => conv3x3_matmul(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), ROW_CHUNKS),
+        ConvImpl::Matmul => conv3x3_matmul(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), None),
     }
 }
 
-/// The matmul form.
+/// The chunk of pixels per batch entry: the fewest pixels that keep every matmul at `m < 4n`
+/// (at least 64), made to divide `rows`; all rows in one chunk when there are fewer.
+pub fn chunk_rows(rows: usize, c: usize, o: usize) -> usize {
+    let least = (9 * c / 4 + 1).max(o / 4 + 1).max(64);
+    (least..=rows).find(|r| rows % r == 0).unwrap_or(rows)
+}
+
+/// The matmul form; `rows_per_chunk` defaults to [`chunk_rows`].
 ///
 /// # Shapes
 /// - `x`: `[N, C, H, W]`, `weight`: `[O, C, 3, 3]`, `bias`: `[O]`; returns `[N, O, H, W]`
-pub fn conv3x3_matmul(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, chunks: usize) -> Tensor<4> {
+pub fn conv3x3_matmul(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, rows_per_chunk: Option<usize>) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let [o, _, kh, kw] = weight.dims();
     assert_eq!((kh, kw), (3, 3), "a 3x3 kernel");
     let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
     let taps: Vec<Tensor<4>> = (0..9).map(|t| padded.clone().slice([0..n, 0..c, t / 3..t / 3 + h, t % 3..t % 3 + w])).collect();
     let rows = n * h * w;
-    let cols = Tensor::cat(taps, 1).permute([0, 2, 3, 1]).reshape([rows, 9 * c]); // [N·H·W, 9C], tap-major
-    let kernel = weight.permute([2, 3, 1, 0]).reshape([9 * c, o]); // [9C, O] in the same order
-    let chunks = (1..=chunks.max(1)).rev().find(|k| rows % k == 0).unwrap_or(1);
-    let y = cols.reshape([chunks, rows / chunks, 9 * c]).matmul(kernel.unsqueeze::<3>()).reshape([rows, o]);
+    let r = rows_per_chunk.filter(|r| rows % r == 0).unwrap_or_else(|| chunk_rows(rows, c, o));
+    // [N, 9C, H, W] → [N·H·W, 9C] (tap-major columns) → [chunks, 9C, R]
+    let cols_t = Tensor::cat(taps, 1).permute([0, 2, 3, 1]).reshape([rows / r, r, 9 * c]).swap_dims(1, 2);
+    let kernel = weight.permute([0, 2, 3, 1]).reshape([1, o, 9 * c]); // the same column order
+    let y = kernel.matmul(cols_t).swap_dims(1, 2).reshape([rows, o]); // [chunks, O, R] → [N·H·W, O]
     let y = match bias {
         Some(b) => y + b.unsqueeze::<2>(),
         None => y,
@@ -67,7 +77,7 @@ mod tests {
 
     #[test]
     fn values_and_gradients_equal_burns_conv2d() {
-        for (shape, out, chunks, bias) in [([2, 3, 5, 7], 4, 8, true), ([1, 8, 8, 8], 8, 4, false), ([3, 2, 4, 4], 5, 1, true)] {
+        for (shape, out, chunk, bias) in [([2, 3, 5, 7], 4, Some(10), true), ([1, 8, 8, 8], 8, Some(16), false), ([3, 2, 4, 4], 5, None, true)] {
             let ad = Device::flex().autodiff();
             let leaf = |t: Tensor<4>| t.autodiff().require_grad();
             let (x, weight) = (leaf(randn(shape, 1)), leaf(randn([out, shape[1], 3, 3], 2)));
@@ -78,16 +88,28 @@ mod tests {
                 let g = |t: &Tensor<4>| t.grad(&grads).unwrap();
                 (y.inner(), g(&x), g(&weight), b.grad(&grads))
             };
-            let ours = run(conv3x3_matmul(x.clone(), weight.clone(), bias.then(|| b.clone()), chunks));
+            let ours = run(conv3x3_matmul(x.clone(), weight.clone(), bias.then(|| b.clone()), chunk));
             let theirs = run(conv2d(x.clone(), weight.clone(), bias.then(|| b.clone()), ConvOptions::new([1, 1], [1, 1], [1, 1], 1)));
             let close = |a: Tensor<4>, r: Tensor<4>| (a - r.clone()).abs().max().into_scalar::<f32>() / r.abs().max().into_scalar::<f32>();
             for (name, err) in [("y", close(ours.0, theirs.0)), ("dx", close(ours.1, theirs.1)), ("dW", close(ours.2, theirs.2))] {
-                assert!(err < 1e-5, "{shape:?} chunks {chunks}: {name} off by {err}");
+                assert!(err < 1e-5, "{shape:?} chunk {chunk:?}: {name} off by {err}");
             }
             if bias {
                 let (a, r) = (ours.3.unwrap(), theirs.3.unwrap());
                 assert!((a - r).abs().max().into_scalar::<f32>() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn chunks_keep_every_matmul_short_of_four_to_one() {
+        // k600_64's level 0: batch 16 × 16 frames of 64x64 pixels, 128 channels.
+        let (rows, c, o) = (16 * 16 * 64 * 64, 128, 128);
+        let r = chunk_rows(rows, c, o);
+        assert_eq!(rows % r, 0);
+        for (m, n) in [(o, r), (o, 9 * c), (9 * c, r)] {
+            assert!(m < 4 * n, "a [{m} × k] × [k × {n}] matmul");
+        }
+        assert_eq!(chunk_rows(10, 8, 8), 10, "fewer rows than a chunk: one chunk");
     }
 }

@@ -29,6 +29,21 @@ pub fn small_config(num_classes: usize) -> UViTConfig {
     }
 }
 
+/// The process the tests train with: shifted cosine, v-prediction, sigmoid weighting (bias −2,
+/// VDM++ form), `context` clean frames of `frames`, `side × side` pixels.
+pub fn diffusion(frames: usize, side: usize, context: usize) -> model3d::Diffusion {
+    model3d::DiffusionConfig {
+        schedule: model3d::ScheduleConfig::default(),
+        prediction: model3d::Prediction::V,
+        weighting: model3d::LossWeighting::Sigmoid { bias: -2.0, jacobian: true },
+        time_sampling: model3d::TimeSampling::Uniform,
+        context_frames: context,
+        per_frame_noise: false,
+    }
+    .build(frames, side)
+    .unwrap()
+}
+
 pub fn randn(shape: [usize; 5], seed: u64) -> Tensor<5> {
     let n = shape.iter().product();
     Tensor::from_data(TensorData::new(model3d::noise::gaussian(seed, n), shape), &device())

@@ -22,7 +22,7 @@ pub enum Case {
     MatmulSkewed,
     /// A 3×3 convolution, forward and backward (data and weight gradients), through burn.
     Conv3x3,
-    /// The same through nine shifted matmuls with a row-chunked weight gradient.
+    /// The same through nine shifted matmuls over chunks of pixels (every matmul m < 4n).
     Conv3x3Matmul,
     /// The project's attention operation, forward and backward.
     Attention,
@@ -96,7 +96,7 @@ fn conv(x: &[Tensor<4>], dtype: DType) -> Vec<Tensor<4>> {
 }
 
 fn conv_matmul(x: &[Tensor<4>], dtype: DType) -> Vec<Tensor<4>> {
-    conv_through(x, dtype, |input, weight| model3d::network::conv::conv3x3_matmul(input, weight, None, model3d::network::conv::ROW_CHUNKS))
+    conv_through(x, dtype, |input, weight| model3d::network::conv::conv3x3_matmul(input, weight, None, None))
 }
 
 fn conv_through(x: &[Tensor<4>], dtype: DType, f: impl Fn(Tensor<4>, Tensor<4>) -> Tensor<4>) -> Vec<Tensor<4>> {
