@@ -31,7 +31,7 @@ const TRAIN_CLIPS: [(&str, &[u8]); 2] = [
 
 /// A video of another source repository that neither the bundled weights nor the demo's own
 /// training saw: its clips are the ones predicted.
-const HELDOUT_CLIP: (&str, &[u8]) = ("heldout_trackanything_kitten.mp4", include_bytes!("../../examples/clips/heldout_trackanything_kitten.mp4"));
+const HELDOUT_CLIP: (&str, &[u8]) = ("heldout_sttn_dogs_jump.mp4", include_bytes!("../../examples/clips/heldout_sttn_dogs_jump.mp4"));
 
 /// EMA weights of configs/tiny_video.toml after the learning benchmark's training on 12 videos.
 const START: &[u8] = include_bytes!("../../examples/checkpoint/tiny_video.safetensors");
