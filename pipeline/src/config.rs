@@ -107,7 +107,7 @@ impl RunConfig {
     /// Reads a TOML file, applies `key=value` overrides, and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        Ok(Self::parse(&text, overrides).with_context(|| format!("config {}", path.display()))?)
+        Self::parse(&text, overrides).with_context(|| format!("config {}", path.display()))
     }
 
     pub fn parse(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -173,7 +173,7 @@ impl TrainConfig {
                 return Err(ConfigError::value(key, v, format!("must be a positive multiple of train.batch_size ({b})")));
             }
         }
-        if t.val_every % b != 0 {
+        if !t.val_every.is_multiple_of(b) {
             return Err(ConfigError::value("val_every", t.val_every, format!("must be 0 or a multiple of train.batch_size ({b})")));
         }
         for (key, v) in [("val_clips", t.val_clips), ("val_levels", t.val_levels), ("keep_checkpoints", t.keep_checkpoints)] {

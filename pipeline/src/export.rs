@@ -121,10 +121,11 @@ impl ModuleVisitor for LinearWeights {
     }
     fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
         // Each entry is (field, type of the module holding it).
-        if let Some((field, container)) = self.1.last() {
-            if container == "Struct:Linear" && field == "weight" {
-                self.0.insert(self.1.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("."));
-            }
+        if let Some((field, container)) = self.1.last()
+            && container == "Struct:Linear"
+            && field == "weight"
+        {
+            self.0.insert(self.1.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("."));
         }
     }
 }

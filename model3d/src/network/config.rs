@@ -128,12 +128,12 @@ impl UViTConfig {
                 return Err(ConfigError::value(key, 0, "must be at least 1"));
             }
         }
-        if self.fourier_features == 0 || self.fourier_features % 2 != 0 {
+        if self.fourier_features == 0 || !self.fourier_features.is_multiple_of(2) {
             return Err(ConfigError::value("fourier_features", self.fourier_features, "must be a positive even number"));
         }
         for (i, (&c, &k)) in self.channels.iter().zip(&self.kinds).enumerate() {
             let bad = |rule: String| Err(ConfigError::value(format!("channels[{i}]"), c, rule));
-            let even_heads = c % self.heads == 0 && (c / self.heads) % 2 == 0;
+            let even_heads = c % self.heads == 0 && (c / self.heads).is_multiple_of(2);
             match k {
                 BlockKind::Res if c % self.norm_groups != 0 => return bad(format!("a ResBlock level needs a multiple of model.norm_groups ({})", self.norm_groups)),
                 BlockKind::Transformer if !even_heads => return bad(format!("a Transformer level needs an even head width (channels / model.heads = {c}/{})", self.heads)),
@@ -155,7 +155,7 @@ impl UViTConfig {
     /// Whether a `side × side` input fits; the error names `data.size`.
     pub fn check_input(&self, side: usize) -> Result<(), ConfigError> {
         let m = self.size_multiple();
-        if side % m != 0 {
+        if !side.is_multiple_of(m) {
             return Err(ConfigError::value("data.size", side, format!("must be a multiple of {m} (patch {} and {} downsamplings)", self.patch_size, self.levels() - 1)));
         }
         Ok(())

@@ -38,7 +38,7 @@ pub fn conv3x3(conv: &Conv2d, x: Tensor<4>, how: ConvImpl) -> Tensor<4> {
 /// (at least 64), made to divide `rows`; all rows in one chunk when there are fewer.
 pub fn chunk_rows(rows: usize, c: usize, o: usize) -> usize {
     let least = (9 * c / 4 + 1).max(o / 4 + 1).max(64);
-    (least..=rows).find(|r| rows % r == 0).unwrap_or(rows)
+    (least..=rows).find(|r| rows.is_multiple_of(*r)).unwrap_or(rows)
 }
 
 /// The matmul form; `rows_per_chunk` defaults to [`chunk_rows`].

@@ -20,7 +20,7 @@ pub struct Gaussian {
 impl Gaussian {
     /// Fits rows of `features` (`n × d`, row-major); the covariance is the unbiased one (n − 1).
     pub fn fit(features: &[f32], dim: usize) -> Result<Self> {
-        if dim == 0 || features.len() % dim != 0 {
+        if dim == 0 || !features.len().is_multiple_of(dim) {
             bail!("{} feature values do not split into rows of {dim}", features.len());
         }
         let n = features.len() / dim;

@@ -111,7 +111,7 @@ pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, model: &M, ema
     for (decay, ema) in emas {
         save_module(ema, &tmp.ema_file(*decay))?;
     }
-    optim.save(&tmp.optimizer_file()).map_err(|e| anyhow!("cannot write {}: {e:?}", tmp.optimizer_file().display()))?;
+    optim.save(tmp.optimizer_file()).map_err(|e| anyhow!("cannot write {}: {e:?}", tmp.optimizer_file().display()))?;
     let mut state = TrainState { files: BTreeMap::new(), ..state.clone() };
     for entry in std::fs::read_dir(&tmp.0).with_context(|| format!("cannot list {}", tmp.0.display()))? {
         let path = entry.with_context(|| format!("cannot list {}", tmp.0.display()))?.path();

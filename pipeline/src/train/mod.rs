@@ -147,15 +147,15 @@ pub fn train(job: &Job<'_>, device: &Device, globals: &Globals) -> Result<TrainS
         let step_start = Instant::now();
         let batch = loader.next()?;
         progress.wait += step_start.elapsed();
-        let log_due = (progress.state.samples_seen + tc.batch_size as u64) % tc.log_every == 0;
+        let log_due = (progress.state.samples_seen + tc.batch_size as u64).is_multiple_of(tc.log_every);
         let result = trainer.step(batch, progress.state.samples_seen, log_due);
         progress.after_step(&result, step_start, tc);
         let p = progress.state.samples_seen;
         if log_due {
             progress.log_train(tc, &result, job.run)?;
         }
-        let checkpoint_due = p % tc.checkpoint_every == 0 || p >= tc.total_samples;
-        let val_due = if tc.val_every > 0 { p % tc.val_every == 0 } else { checkpoint_due };
+        let checkpoint_due = p.is_multiple_of(tc.checkpoint_every) || p >= tc.total_samples;
+        let val_due = if tc.val_every > 0 { p.is_multiple_of(tc.val_every) } else { checkpoint_due };
         if let (Some(v), true) = (&validation, val_due) {
             let record = v.run(&trainer, p);
             progress.bar.set_message(format!("val loss {:.4}", record.loss));

@@ -24,7 +24,7 @@ pub const INPUT_SIZE: usize = 224;
 /// TF "SAME" padding of one axis as pytorch-i3d computes it: a total of `max(k − s, 0)` when
 /// `s` divides `n`, else `max(k − n mod s, 0)`, with the smaller half in front.
 fn same_padding(n: usize, kernel: usize, stride: usize) -> (usize, usize) {
-    let total = if n % stride == 0 { kernel.saturating_sub(stride) } else { kernel.saturating_sub(n % stride) };
+    let total = if n.is_multiple_of(stride) { kernel.saturating_sub(stride) } else { kernel.saturating_sub(n % stride) };
     (total / 2, total - total / 2)
 }
 
