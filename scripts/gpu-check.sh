@@ -107,6 +107,8 @@ for v in "${passing[@]}"; do
     stage "train-$v-imagenet256" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${image[@]}" --warmup 3 --steps $steps
     # 3x3 convolutions as matmuls with a row-chunked (split-K) weight gradient.
     stage "train-$v-k600_64-matmul-conv" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --set model.conv=matmul --warmup 3 --steps $steps
+    # ... and the token-major linears as chunked matmuls too: every bf16 matmul with m < 4n.
+    stage "train-$v-k600_64-m-below-4n" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --set model.conv=matmul --set model.linear=chunked --warmup 3 --steps $steps
 done
 [ ${#passing[@]} -eq 0 ] && skip train "no variant passed its probes"
 

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use common::{device, max_abs_diff, randn, small_config};
 use model3d::network::cost;
-use model3d::{BlockKind, UViT, UViTConfig};
+use model3d::{BlockKind, ConvImpl, LinearImpl, UViT, UViTConfig};
 
 #[test]
 fn zero_initialised_network_is_the_skip_path() {
@@ -66,19 +66,21 @@ fn trained_branches_mix_frames_only_at_transformer_levels() {
 }
 
 #[test]
-fn matmul_convolutions_give_the_same_network() {
+fn matmul_convolutions_and_chunked_linears_give_the_same_network() {
     let x = randn([2, 3, 3, 16, 16], 8);
     let (logsnr, labels) = (Tensor::<2>::zeros([2, 3], &device()), Tensor::<1, Int>::zeros([2], &device()));
-    // One set of weights for both: the device RNG is shared with tests running alongside, so
-    // re-seeding it would not give the second network the same initialisation.
-    let config = |conv| UViTConfig { conv, temporal: vec![true, false, false], ..small_config(0) };
-    let net = UViT::new(&config(model3d::ConvImpl::Burn), &device()).map(&mut common::Jitter);
-    let twin = UViT::new(&config(model3d::ConvImpl::Matmul), &device()).load_record(net.clone().into_record());
+    // One set of weights for all: the device RNG is shared with tests running alongside, so
+    // re-seeding it would not give the twins the same initialisation.
+    let config = |conv, linear| UViTConfig { conv, linear, temporal: vec![true, false, false], ..small_config(0) };
+    let net = UViT::new(&config(ConvImpl::Burn, LinearImpl::Burn), &device()).map(&mut common::Jitter);
     let burn = net.forward(x.clone(), logsnr.clone(), labels.clone());
-    let ours = twin.forward(x.clone(), logsnr.clone(), labels.clone());
     let scale = burn.clone().abs().max().into_scalar::<f32>();
-    let diff = max_abs_diff(ours, burn);
-    assert!(scale > 1e-2 && diff < 1e-5 * scale.max(1.0), "difference {diff} at scale {scale}");
+    assert!(scale > 1e-2);
+    for (conv, linear) in [(ConvImpl::Matmul, LinearImpl::Burn), (ConvImpl::Burn, LinearImpl::Chunked)] {
+        let twin = UViT::new(&config(conv, linear), &device()).load_record(net.clone().into_record());
+        let diff = max_abs_diff(twin.forward(x.clone(), logsnr.clone(), labels.clone()), burn.clone());
+        assert!(diff < 1e-5 * scale.max(1.0), "{conv:?}, {linear:?}: difference {diff} at scale {scale}");
+    }
 }
 
 #[test]
@@ -120,6 +122,7 @@ fn counts_match_a_hand_count() {
         temporal: vec![],
         attention: Default::default(),
         conv: Default::default(),
+        linear: Default::default(),
         norm_groups: 8,
         num_classes: 0,
     };
@@ -160,6 +163,7 @@ fn flops_match_the_reference_pytorch_twin() {
         temporal: vec![],
         attention: Default::default(),
         conv: Default::default(),
+        linear: Default::default(),
         norm_groups: 32,
         num_classes: 1000,
     };

@@ -11,10 +11,15 @@ use burn::tensor::ops::AvgPoolOptions;
 
 use super::config::AttentionImpl;
 use super::conv::{ConvImpl, conv3x3};
+use super::linear::{LinearImpl, linear};
 use super::rope::Rope;
 
 fn how(matmul: bool) -> ConvImpl {
     if matmul { ConvImpl::Matmul } else { ConvImpl::Burn }
+}
+
+fn linear_how(chunked: bool) -> LinearImpl {
+    if chunked { LinearImpl::Chunked } else { LinearImpl::Burn }
 }
 
 pub(crate) fn conv3x3_layer(c_in: usize, c_out: usize, bias: bool, device: &Device) -> Conv2d {
@@ -104,16 +109,19 @@ pub struct TransformerBlock {
     pub heads: usize,
     /// The project's attention operation (else burn's decomposed one).
     pub flash: bool,
+    /// Token-major linears as chunked matmuls (`LinearImpl::Chunked`).
+    pub chunked_linear: bool,
 }
 
 /// MLP hidden width as a multiple of the block width.
 pub const MLP_RATIO: usize = 4;
 
 impl TransformerBlock {
-    pub fn new(c: usize, emb: usize, heads: usize, dropout: f64, attention: AttentionImpl, device: &Device) -> Self {
+    pub fn new(c: usize, emb: usize, heads: usize, dropout: f64, attention: AttentionImpl, linear: LinearImpl, device: &Device) -> Self {
         let head_dim = c / heads;
         Self {
             flash: attention == AttentionImpl::Flash,
+            chunked_linear: linear == LinearImpl::Chunked,
             norm: RmsNormConfig::new(c).with_epsilon(1e-6).init(device),
             film: LinearConfig::new(emb, 2 * c).init(device),
             qkv_mlp: LinearConfig::new(c, 3 * c + MLP_RATIO * c).init(device),
@@ -135,7 +143,8 @@ impl TransformerBlock {
         let film = self.film.forward(emb).reshape([b, t, 1, 2 * c]);
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
         let u = modulate(in_f32(x.clone(), |x| self.norm.forward(x)), scale, shift).reshape([b, n, c]);
-        let proj = self.qkv_mlp.forward(u); // [B, N, 3C + 4C]
+        let how = linear_how(self.chunked_linear);
+        let proj = linear(&self.qkv_mlp, u, how); // [B, N, 3C + 4C]
         let split_heads = |start: usize| {
             proj.clone().narrow(2, start, c).reshape([b, n, heads, head_dim]).swap_dims(1, 2) // [B, h, N, Dh]
         };
@@ -145,7 +154,7 @@ impl TransformerBlock {
         let attn = attend(q, k, v, self.flash); // [B, h, N, Dh]
         let attn = attn.swap_dims(1, 2).reshape([b, n, c]);
         let mlp = silu(proj.narrow(2, 3 * c, MLP_RATIO * c));
-        let update = self.attn_out.forward(attn) + self.mlp_out.forward(self.dropout.forward(mlp));
+        let update = linear(&self.attn_out, attn, how) + linear(&self.mlp_out, self.dropout.forward(mlp), how);
         x + update.reshape([b, t, s, c])
     }
 }
@@ -166,13 +175,16 @@ pub struct TemporalBlock {
     pub heads: usize,
     /// The project's attention operation (else burn's decomposed one).
     pub flash: bool,
+    /// Token-major linears as chunked matmuls (`LinearImpl::Chunked`).
+    pub chunked_linear: bool,
 }
 
 impl TemporalBlock {
-    pub fn new(c: usize, emb: usize, heads: usize, attention: AttentionImpl, device: &Device) -> Self {
+    pub fn new(c: usize, emb: usize, heads: usize, attention: AttentionImpl, linear: LinearImpl, device: &Device) -> Self {
         let head_dim = c / heads;
         Self {
             flash: attention == AttentionImpl::Flash,
+            chunked_linear: linear == LinearImpl::Chunked,
             norm: RmsNormConfig::new(c).with_epsilon(1e-6).init(device),
             film: LinearConfig::new(emb, 2 * c).init(device),
             qkv: LinearConfig::new(c, 3 * c).init(device),
@@ -195,12 +207,13 @@ impl TemporalBlock {
         let film = self.film.forward(emb).reshape([b, 1, t, 2 * c]);
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
         let u = modulate(in_f32(tokens, |x| self.norm.forward(x)), scale, shift).reshape([b * s, t, c]);
-        let qkv = self.qkv.forward(u); // [B·S, T, 3C]
+        let how = linear_how(self.chunked_linear);
+        let qkv = linear(&self.qkv, u, how); // [B·S, T, 3C]
         let split_heads = |start: usize| qkv.clone().narrow(2, start, c).reshape([b * s, t, heads, head_dim]).swap_dims(1, 2); // [B·S, h, T, Dh]
         let q = rope.apply(in_f32(split_heads(0), |q| self.q_norm.forward(q)));
         let k = rope.apply(in_f32(split_heads(c), |k| self.k_norm.forward(k)));
         let attn = attend(q, k, split_heads(2 * c), self.flash); // [B·S, h, T, Dh]
-        let update = self.out.forward(attn.swap_dims(1, 2).reshape([b * s, t, c])); // [B·S, T, C]
+        let update = linear(&self.out, attn.swap_dims(1, 2).reshape([b * s, t, c]), how); // [B·S, T, C]
         // [B, S, T, C] -> [B·T, C, H, W]
         x + update.reshape([b, s, t, c]).permute([0, 2, 3, 1]).reshape([n, c, h, w])
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::conv::ConvImpl;
+use super::linear::LinearImpl;
 use crate::config_error::ConfigError;
 
 /// What the blocks of one level are.
@@ -64,6 +65,9 @@ pub struct UViTConfig {
     /// How 3×3 convolutions are computed.
     #[serde(default, skip_serializing_if = "is_burn_conv")]
     pub conv: ConvImpl,
+    /// How the Transformer and temporal blocks' token-major linear layers are computed.
+    #[serde(default, skip_serializing_if = "is_burn_linear")]
+    pub linear: LinearImpl,
     /// GroupNorm groups in ResBlocks.
     #[serde(default = "groups")]
     pub norm_groups: usize,
@@ -74,6 +78,9 @@ pub struct UViTConfig {
 
 fn is_burn_conv(c: &ConvImpl) -> bool {
     *c == ConvImpl::Burn
+}
+fn is_burn_linear(l: &LinearImpl) -> bool {
+    *l == LinearImpl::Burn
 }
 fn is_flash(a: &AttentionImpl) -> bool {
     *a == AttentionImpl::Flash

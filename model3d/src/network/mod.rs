@@ -5,12 +5,14 @@ mod config;
 pub mod conv;
 mod count;
 mod embedding;
+pub mod linear;
 pub mod precision;
 mod rope;
 mod uvit;
 
 pub use config::{AttentionImpl, BlockKind, UViTConfig};
 pub use conv::ConvImpl;
+pub use linear::LinearImpl;
 pub use count::{Cost, cost};
 pub use precision::{Precision, compute_copy};
 pub use uvit::UViT;

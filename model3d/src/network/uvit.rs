@@ -26,7 +26,7 @@ impl LevelBlocks {
             BlockKind::Res => Self {
                 res: (0..count).map(|_| ResBlock::new(c, e, config.norm_groups, p, config.conv, device)).collect(),
                 temporal: match config.temporal_at(level) {
-                    true => (0..count).map(|_| TemporalBlock::new(c, e, config.heads, config.attention, device)).collect(),
+                    true => (0..count).map(|_| TemporalBlock::new(c, e, config.heads, config.attention, config.linear, device)).collect(),
                     false => Vec::new(),
                 },
                 transformer: Vec::new(),
@@ -34,7 +34,7 @@ impl LevelBlocks {
             BlockKind::Transformer => Self {
                 res: Vec::new(),
                 temporal: Vec::new(),
-                transformer: (0..count).map(|_| TransformerBlock::new(c, e, config.heads, p, config.attention, device)).collect(),
+                transformer: (0..count).map(|_| TransformerBlock::new(c, e, config.heads, p, config.attention, config.linear, device)).collect(),
             },
         }
     }

@@ -24,6 +24,7 @@ pub fn small_config(num_classes: usize) -> UViTConfig {
         temporal: vec![],
         attention: Default::default(),
         conv: Default::default(),
+        linear: Default::default(),
         norm_groups: 8,
         num_classes,
     }

@@ -178,6 +178,7 @@ mod tests {
             temporal: vec![],
             attention: Default::default(),
             conv: Default::default(),
+            linear: Default::default(),
             norm_groups: 8,
             num_classes: 3,
         };
