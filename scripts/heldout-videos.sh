@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# What `sid2 demo` does, from any weights and for each of the six held-out videos of the learning
+# benchmark: fine-tune 480 samples at lr 1e-4 on the two bundled clips, then predict the first 4
+# clips of each held-out video and print PSNR / SSIM | those of repeating the last context frame.
+#
+#   bash scripts/heldout-videos.sh WEIGHTS.safetensors OUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+usage="usage: scripts/heldout-videos.sh WEIGHTS.safetensors OUT"
+weights="$(realpath "${1:?$usage}")"; out="${2:?$usage}"
+sid2="${SID2:-target/release/sid2}"
+shared="$(realpath "${SHARED_DATA:-../shared/data}/clips")"
+config=configs/tiny_video.toml
+fine_tune=(--set train.total_samples=480 --set train.checkpoint_every=480 --set train.val_every=480
+           --set train.warmup_samples=0 --set train.lr=1e-4 --set train.keep_checkpoints=1)
+mkdir -p "$out/clips/train"
+ln -sf "$PWD/examples/clips/kinetics400_demo.mp4" "$PWD/examples/clips/short_part_0.mp4" "$out/clips/train/"
+"$sid2" -q prepare --config "$config" --out "$out/data" --videos "$out/clips/train"
+for name in sttn_dogs_jump_orig sttn_schoolgirls_orig trackanything_test-sample2 trackanything_test-sample4 \
+            depthanything_davis_dolphins depthanything_davis_rollercoaster; do
+  mkdir -p "$out/clips/$name"
+  ln -sf "$shared/$name.mp4" "$out/clips/$name/"
+  "$sid2" -q prepare --config "$config" --out "$out/heldout-$name" --videos "$out/clips/$name"
+done
+"$sid2" -q train --run "$out/run" --data "$out/data" --val "$out/heldout-sttn_dogs_jump_orig" \
+  --config "$config" --init "$weights" "${fine_tune[@]}"
+for shards in "$out"/heldout-*; do
+  name="${shards#"$out"/heldout-}"
+  "$sid2" -q sample --run "$out/run" --out "$out/samples-$name" --data "$shards" --count 4 > /dev/null
+  "$sid2" -q eval --pred "$out/samples-$name/predictions.bin" --real "$out/samples-$name/real.bin" \
+    --context 5 --out "$out/samples-$name/eval.json" > /dev/null
+  python3 -c 'import json, sys; r = json.load(open(sys.argv[2])); print("%-36s %5.2f dB %.3f | %5.2f dB %.3f" % (sys.argv[1], r["mean_psnr_db"], r["mean_ssim"], r["last_frame_psnr_db"], r["last_frame_ssim"]))' \
+    "$name" "$out/samples-$name/eval.json"
+done
