@@ -67,13 +67,9 @@ pub fn conv3x3_matmul(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::noise::randn;
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
-
-    fn randn<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<D> {
-        let n = shape.iter().product();
-        Tensor::<1>::from_data(TensorData::new(crate::noise::gaussian(seed, n), [n]), &Device::flex()).reshape(shape)
-    }
 
     #[test]
     fn values_and_gradients_equal_burns_conv2d() {

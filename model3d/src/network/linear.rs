@@ -89,11 +89,7 @@ pub fn linear_chunked(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn randn<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<D> {
-        let n = shape.iter().product();
-        Tensor::<1>::from_data(TensorData::new(crate::noise::gaussian(seed, n), [n]), &Device::flex()).reshape(shape)
-    }
+    use crate::noise::randn;
 
     #[test]
     fn every_matmul_keeps_m_below_four_n() {
