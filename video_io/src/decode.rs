@@ -70,6 +70,7 @@ pub struct Damage {
 /// A stream that decodes without error but stops short of the frame count its container lists is
 /// truncated only when at least this fraction is missing: real containers often list a few frames
 /// more than they hold (`bgslibrary_video02.avi` lists 750 and holds 748).
+#[cfg(feature = "ffmpeg")]
 const TRUNCATED_FRACTION: f64 = 0.1;
 
 /// Time range `[start, end)` in seconds; `None` on either side is open.
