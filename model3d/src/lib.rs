@@ -13,6 +13,8 @@ pub mod noise;
 pub mod philox;
 pub mod sampler;
 pub mod schedule;
+#[cfg(test)]
+mod testing;
 
 pub use config_error::ConfigError;
 pub use diffusion::{Diffusion, DiffusionConfig, FrameTimes, LossTerms, LossWeighting, NoisedBatch, Prediction, TimeSampling};

@@ -52,10 +52,3 @@ mod tests {
         assert_ne!(key(&[1, 2]), key(&[2, 1]));
     }
 }
-
-/// A `shape` tensor of [`gaussian`] values on the CPU: the unit tests' inputs.
-#[cfg(test)]
-pub(crate) fn randn<const D: usize>(shape: [usize; D], seed: u64) -> burn::prelude::Tensor<D> {
-    use burn::prelude::{Device, TensorData};
-    burn::prelude::Tensor::from_data(TensorData::new(gaussian(seed, shape.iter().product()), shape), &Device::flex())
-}

@@ -67,7 +67,7 @@ pub fn conv3x3_matmul(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::randn;
+    use crate::testing::{randn, relative_error};
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
 
@@ -86,8 +86,7 @@ mod tests {
             };
             let ours = run(conv3x3_matmul(x.clone(), weight.clone(), bias.then(|| b.clone()), chunk));
             let theirs = run(conv2d(x.clone(), weight.clone(), bias.then(|| b.clone()), ConvOptions::new([1, 1], [1, 1], [1, 1], 1)));
-            let close = |a: Tensor<4>, r: Tensor<4>| (a - r.clone()).abs().max().into_scalar::<f32>() / r.abs().max().into_scalar::<f32>();
-            for (name, err) in [("y", close(ours.0, theirs.0)), ("dx", close(ours.1, theirs.1)), ("dW", close(ours.2, theirs.2))] {
+            for (name, err) in [("y", relative_error(ours.0, theirs.0)), ("dx", relative_error(ours.1, theirs.1)), ("dW", relative_error(ours.2, theirs.2))] {
                 assert!(err < 1e-5, "{shape:?} chunk {chunk:?}: {name} off by {err}");
             }
             if bias {

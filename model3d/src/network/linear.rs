@@ -55,12 +55,11 @@ pub fn transposed(d_in: usize, d_out: usize) -> bool {
 /// all rows in one chunk when no divisor qualifies.
 pub fn chunk_rows(rows: usize, d_in: usize, d_out: usize) -> usize {
     let divides = |r: &usize| rows.is_multiple_of(*r);
-    let chunk = if transposed(d_in, d_out) {
-        (d_in.max(d_out) / 4 + 1).max(64)..=rows
+    let best = if transposed(d_in, d_out) {
+        ((d_in.max(d_out) / 4 + 1).max(64)..=rows).find(divides)
     } else {
-        1..=(4 * d_in.min(d_out) - 1).min(rows)
+        (1..=(4 * d_in.min(d_out) - 1).min(rows)).rev().find(divides)
     };
-    let best = if transposed(d_in, d_out) { chunk.clone().find(divides) } else { chunk.clone().rev().find(divides) };
     best.filter(|&r| r >= 16).unwrap_or(rows)
 }
 
@@ -89,7 +88,7 @@ pub fn linear_chunked(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::randn;
+    use crate::testing::{randn, relative_error};
 
     #[test]
     fn every_matmul_keeps_m_below_four_n() {
@@ -121,8 +120,7 @@ mod tests {
             let ours = run(linear_chunked(x.clone(), weight.clone(), bias.then(|| b.clone()), chunk));
             let plain = x.clone().matmul(weight.clone());
             let theirs = run(if bias { plain + b.clone().unsqueeze::<2>() } else { plain });
-            let close = |a: Tensor<2>, r: Tensor<2>| (a - r.clone()).abs().max().into_scalar::<f32>() / r.abs().max().into_scalar::<f32>();
-            for (name, err) in [("y", close(ours.0, theirs.0)), ("dx", close(ours.1, theirs.1)), ("dW", close(ours.2, theirs.2))] {
+            for (name, err) in [("y", relative_error(ours.0, theirs.0)), ("dx", relative_error(ours.1, theirs.1)), ("dW", relative_error(ours.2, theirs.2))] {
                 assert!(err < 1e-5, "{rows}x{d_in} -> {d_out}, chunk {chunk:?}: {name} off by {err}");
             }
             if bias {
