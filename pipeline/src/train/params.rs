@@ -99,31 +99,28 @@ pub struct GradStats {
 pub fn finite_and_clipped<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> GradStats {
     let mut ids = Ids::default();
     model.visit(&mut ids);
-    let mut squares: Option<Tensor<1>> = None;
-    let mut bad: Option<Tensor<1>> = None;
+    // Each gradient is read once, made finite, and put back once (scaled when clipping).
+    let mut finite = Vec::new(); // (id, rank, gradient with non-finite entries zeroed)
+    let mut counts = Vec::new(); // non-finite entries per parameter
     for &(id, rank) in &ids.0 {
         let Some(g) = grad_flat(grads, id, rank) else { continue };
         let nonfinite = g.clone().is_finite().bool_not();
-        let count = nonfinite.clone().float().sum();
-        let g = g.mask_fill(nonfinite, 0.0);
-        let square = g.clone().square().sum();
+        counts.push(nonfinite.clone().float().sum());
+        finite.push((id, rank, g.mask_fill(nonfinite, 0.0)));
+    }
+    let sum = |values: Vec<Tensor<1>>| values.into_iter().reduce(|acc, v| acc + v).expect("a model with gradients");
+    let bad = sum(counts);
+    let norm = sum(finite.iter().map(|(_, _, g)| g.clone().square().sum()).collect()).sqrt();
+    // min(1, max_norm / norm); a zero norm gives +inf, clamped to 1.
+    let factor = (max_norm > 0.0).then(|| norm.clone().recip().mul_scalar(max_norm).clamp_max(1.0));
+    for (id, rank, g) in finite {
+        let g = match &factor {
+            Some(f) => g * f.clone(),
+            None => g,
+        };
         replace_grad(grads, id, rank, g);
-        squares = Some(squares.map_or(square.clone(), |acc| acc + square));
-        bad = Some(bad.map_or(count.clone(), |acc| acc + count));
     }
-    let device = ids.0.first().and_then(|&(id, rank)| grad_flat(grads, id, rank)).map(|g| g.device());
-    let zero = || Tensor::<1>::zeros([1], device.as_ref().expect("a model with gradients"));
-    let norm = squares.unwrap_or_else(zero).sqrt();
-    if max_norm > 0.0 {
-        // min(1, max_norm / norm); a zero norm gives +inf, clamped to 1.
-        let factor = norm.clone().recip().mul_scalar(max_norm).clamp_max(1.0);
-        for &(id, rank) in &ids.0 {
-            if let Some(g) = grad_flat(grads, id, rank) {
-                replace_grad(grads, id, rank, g * factor.clone());
-            }
-        }
-    }
-    GradStats { norm, nonfinite: bad.unwrap_or_else(zero).clamp_max(1.0) }
+    GradStats { norm, nonfinite: bad.clamp_max(1.0) }
 }
 
 #[derive(Default)]
