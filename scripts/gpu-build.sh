@@ -8,7 +8,7 @@
 # All git-ignored. Nothing CUDA is needed here: with CUDARC_CUDA_VERSION=13000
 # (.cargo/config.toml) the binary opens libcuda and libnvrtc at run time, and kernels compile as
 # CUDA C++ through NVRTC. FFmpeg is left out (--no-default-features): the GPU machine has none.
-# About 17 minutes per binary on 2 cores from clean; each build keeps its own target folder.
+# About 17 minutes for the first binary on 2 cores from clean; each build keeps its own target folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p gpu-bin
@@ -21,7 +21,10 @@ build() { # build TARGET_DIR OUTPUT [cargo arguments...]
 }
 build target/gpu sid2 --locked
 
-# The no-TMA variant: cubecl-cuda copied out of cargo's registry, patched, and patched in.
+# The no-TMA variant: cubecl-cuda copied out of cargo's registry, patched, and patched in. Its
+# target folder starts as a copy of the stock one, so only cubecl-cuda and what depends on it
+# (burn-cuda, burn, the project's crates) compile again.
+[ -d target/gpu-notma ] || cp -a target/gpu target/gpu-notma
 cargo fetch --locked
 src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cubecl-cuda-0.11.3 | head -1)
 patched=target/patched/cubecl-cuda-0.11.3

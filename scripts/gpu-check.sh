@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# One device call that answers the open GPU questions, every stage under its own timeout so a
-# hang costs one stage, not the lease. Prepare on the CPU machine first:
+# One device call that answers the open GPU questions. Every stage runs under its own timeout and
+# the whole call under one time budget, so a hang costs one stage, not the lease; stages run in
+# order of what the lease must answer first, and the ones the budget cannot reach are reported as
+# skipped. Prepare on the CPU machine first:
 #
 #   bash scripts/gpu-build.sh        # gpu-bin/sid2.xz, gpu-bin/sid2-notma.xz, gpu-data/
 #
-# then, on the lent device (15 minutes in all; this script fits in about 9):
+# then, on the lent device (15 minutes in all, a machine's start included):
 #
-#   run(command="bash scripts/gpu-check.sh", carry=["gpu-bin", "gpu-data", "gpu-cache"], timeout_s=570)
+#   run(command="GPU_CHECK_BUDGET=480 bash scripts/gpu-check.sh", carry=["gpu-bin", "gpu-data", "gpu-cache"], timeout_s=560)
 #
-# Every stage appends a JSON line to $OUT/results.jsonl and keeps its output and log in $OUT;
-# the run ends with $OUT/summary.md. What comes back: the numbers for BENCHMARKS.md, the grown
-# autotune cache ($OUT/gpu-cache/, copy into gpu-cache/), and $OUT/samples/predictions.bin of a
-# real bf16 run (`sid2 encode --input ... --real ...` here makes the MP4s).
+# `GPU_CHECK_ONLY` (a regular expression over stage names) runs a subset, for a second call.
+# Stages write their output and log to a work folder (`/tmp/gpu-check` on the device) and a JSON
+# line each to results.jsonl. $OUT gets back few files (the device tool returns at most 8):
+#   summary.md          the table (scripts/gpu_summary.py)
+#   results.jsonl       one line per stage: exit status, seconds, limit, peak GPU memory
+#   gpu-check.tar.xz    every stage's output and log, the real run's metrics, predictions.bin
+#   gpu-cache.tar.xz    the autotune and kernel cache, to unpack into gpu-cache/ for the next lease
+# `sid2 encode --input predictions.bin --real ...` here makes the MP4s of the real bf16 run.
 #
 # The same stages at toy sizes on the CPU, so the script cannot rot between leases (a test runs
-# this):   bash scripts/gpu-check.sh --cpu-dry-run OUT     (SID2 = the sid2 binary to use)
+# this; the work folder is OUT itself):
+#   bash scripts/gpu-check.sh --cpu-dry-run OUT     (SID2 = the sid2 binary to use)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,26 +29,67 @@ mode=gpu
 if [ "${1:-}" = "--cpu-dry-run" ]; then
     mode=cpu
     OUT=${2:?usage: gpu-check.sh --cpu-dry-run OUT}
+    W=$OUT
+else
+    OUT=${OUT:-gpu-out}
+    W=/tmp/gpu-check
+    rm -rf "$W"
 fi
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT/gpu-cache"
-results="$OUT/results.jsonl"
+mkdir -p "$OUT" "$W"
+results="$W/results.jsonl"
 : > "$results"
+budget=${GPU_CHECK_BUDGET:-$([ $mode = gpu ] && echo 480 || echo 900)}
+deadline=$(( $(date +%s) + budget ))
+reserve=15 # seconds kept for the summary and the archives
+only=${GPU_CHECK_ONLY:-.}
 
-# stage NAME SECONDS COMMAND...: runs COMMAND with stdout to $OUT/NAME.out, stderr to NAME.log.
+# Peak GPU memory of the running stage, sampled by nvidia-smi (device memory in use, the CUDA
+# context and the allocator's pools included: the counterpart of PyTorch's reserved memory).
+gpu_memory_sampler() {
+    while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -1; sleep 0.5; done
+}
+
+# stage NAME SECONDS COMMAND...: runs COMMAND with stdout to NAME.out and stderr to NAME.log, under
+# the smaller of SECONDS and what is left of the budget; a stage the budget cannot fit is skipped.
 stage() {
-    local name=$1 limit=$2 start rc
+    local name=$1 limit=$2 start rc sampler= peak=null
     shift 2
+    [[ $name =~ $only ]] || return 1
+    local left=$(( deadline - $(date +%s) - reserve ))
+    if [ $left -lt 20 ]; then skip "$name" "out of time (budget ${budget} s)"; return 1; fi
+    [ $limit -gt $left ] && limit=$left
+    if [ $mode = gpu ]; then gpu_memory_sampler > "$W/$name.mem" & sampler=$!; fi
     start=$(date +%s%N)
-    timeout --kill-after=5 "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.log"
+    timeout --kill-after=5 "$limit" "$@" > "$W/$name.out" 2> "$W/$name.log"
     rc=$?
     local ms=$(( ($(date +%s%N) - start) / 1000000 ))
-    printf '{"stage":"%s","rc":%d,"timed_out":%s,"seconds":%d.%03d,"limit":%d}\n' \
+    if [ -n "$sampler" ]; then
+        kill $sampler 2>/dev/null; wait $sampler 2>/dev/null
+        peak=$(sort -n "$W/$name.mem" | tail -1); peak=${peak:-null}
+    fi
+    printf '{"stage":"%s","rc":%d,"timed_out":%s,"seconds":%d.%03d,"limit":%d,"peak_gpu_mib":%s}\n' \
         "$name" "$rc" "$([ $rc -eq 124 ] || [ $rc -eq 137 ] && echo true || echo false)" \
-        $((ms / 1000)) $((ms % 1000)) "$limit" >> "$results"
+        $((ms / 1000)) $((ms % 1000)) "$limit" "$peak" >> "$results"
     return $rc
 }
 skip() { printf '{"stage":"%s","rc":null,"skipped":"%s"}\n' "$1" "$2" >> "$results"; }
+
+# The summary and the archives, also when a stage fails or the script is interrupted.
+finish() {
+    trap - EXIT INT TERM
+    python3 scripts/gpu_summary.py "$W" > "$W/summary.md" 2> "$W/summary.log"
+    cat "$W/summary.md"
+    if [ $mode = gpu ]; then
+        cp target/environment/"$CUBECL_ENVIRONMENT".db* "$W/" 2>/dev/null
+        tar -C "$W" -cJf "$OUT/gpu-check.tar.xz" --exclude='*.db*' .
+        (cd "$W" && ls *.db* > /dev/null 2>&1 && tar -cJf "$OUT/gpu-cache.tar.xz" *.db*)
+        cp "$W/summary.md" "$W/results.jsonl" "$OUT/"
+    else
+        tar -C "$W" -cJf "$W.tar.xz" --exclude='*.tar.xz' . && mv "$W.tar.xz" "$OUT/gpu-check.tar.xz"
+    fi
+}
+trap finish EXIT
+trap 'exit 143' INT TERM
 
 if [ "$mode" = gpu ]; then
     device=(--device cuda)
@@ -54,7 +102,7 @@ if [ "$mode" = gpu ]; then
     mkdir -p target/environment
     cp gpu-cache/"$CUBECL_ENVIRONMENT".db* target/environment/ 2>/dev/null || true
     variants=()
-    for v in stock notma; do
+    for v in notma stock; do
         file=gpu-bin/sid2.xz; [ $v = notma ] && file=gpu-bin/sid2-notma.xz
         [ -f "$file" ] && xz -dc "$file" > /tmp/sid2-$v && chmod +x /tmp/sid2-$v && variants+=("$v")
     done
@@ -62,9 +110,9 @@ if [ "$mode" = gpu ]; then
     # Full sizes.
     k600=(--config configs/k600_64.toml)
     image=(--config configs/imagenet256.toml --set train.batch_size=64)
-    real=(--set train.total_samples=640 --set train.checkpoint_every=640 --set train.log_every=32 --set train.warmup_samples=64)
-    matmul_n=8192 probe_limit=120 train_limit=240 real_limit=300 steps=10
-    stage env 30 sh -c 'nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; ls -l /usr/local/cuda/lib64/libnvrtc* /usr/local/nvidia/lib64/libcuda* 2>&1'
+    real=(--set train.total_samples=480 --set train.checkpoint_every=480 --set train.log_every=48 --set train.warmup_samples=64)
+    matmul_n=8192 probe_limit=45 train_limit=150 steps=5
+    stage env 20 sh -c 'nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; ls -l /usr/local/cuda/lib64/libnvrtc* /usr/local/nvidia/lib64/libcuda* 2>&1; python3 -c "import torch; print(torch.__version__, torch.version.cuda)"'
 else
     device=()
     shrink=16
@@ -76,57 +124,65 @@ else
     k600=(--config configs/k600_64.toml "${tiny[@]}" --set data.size=16 --set data.frames=8 --set diffusion.context_frames=3 --set train.batch_size=2)
     image=(--config configs/imagenet256.toml "${tiny[@]}" --set data.size=32 --set train.batch_size=2 --set model.num_classes=4)
     real=("${tiny[@]}" --set data.size=16 --set train.total_samples=16 --set train.checkpoint_every=16 --set train.log_every=4 --set train.warmup_samples=4 --set train.batch_size=2 --set data.clips_per_video=1)
-    matmul_n=128 probe_limit=120 train_limit=120 real_limit=300 steps=2
-    data="$OUT/data"
+    matmul_n=128 probe_limit=120 train_limit=120 steps=2
+    data="$W/data"
     stage env 30 sh -c 'lscpu | head -20'
     stage prepare-data 120 /tmp/sid2-stock --quiet prepare --config configs/k600_64.toml --videos examples/clips --out "$data" "${real[@]}"
 fi
-S=/tmp/sid2-stock
+# The variant the main stages use: the no-TMA build where it was carried.
+best=${variants[0]}
+B=/tmp/sid2-$best
 
-# 1. Peaks: the matmul throughput MFU is quoted against.
-stage peak-bf16 60 $S --quiet "${device[@]}" bench matmul --n $matmul_n --reps 10 --dtype bf16
-stage peak-f32 60 $S --quiet "${device[@]}" bench matmul --n $matmul_n --reps 10 --dtype f32
+probe() { # probe VARIANT CASE DTYPE: a kernel family against its f32 CPU reference
+    local name="probe-$1-$2-$3"
+    stage "$name" $probe_limit /tmp/sid2-$1 --quiet "${device[@]}" bench probe --case "$2" --dtype "$3" --shrink $shrink
+    grep -q '"ok":true' "$W/$name.out" 2>/dev/null
+}
+samples_per_s() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["samples_per_s"])' "$W/$1.out" 2>/dev/null || echo 0; }
 
-# 2. Kernel probes, each variant, each against an f32 CPU reference.
-passing=()
-for v in "${variants[@]}"; do
-    ok=1
-    for probe in "matmul-square bf16" "matmul-skewed bf16" "matmul-skewed f32" "conv3x3 bf16" "conv3x3 f32" "conv3x3-matmul bf16" "conv3x3-matmul f32" "attention bf16"; do
-        set -- $probe
-        stage "probe-$v-$1-$2" $probe_limit /tmp/sid2-$v --quiet "${device[@]}" bench probe --case "$1" --dtype "$2" --shrink $shrink || ok=0
-        grep -q '"ok":true' "$OUT/probe-$v-$1-$2.out" 2>/dev/null || ok=0
-    done
-    [ $ok = 1 ] && passing+=("$v")
-done
+# 1. The bf16 peak MFU is quoted against, and the kernels the main stages rely on, in bf16.
+stage peak-bf16 45 $B --quiet "${device[@]}" bench matmul --n $matmul_n --reps 10 --dtype bf16
+probe $best conv3x3 bf16
+probe $best attention bf16
 
-# 3. Training speed of the presets with every variant whose probes passed; the second run of a
-#    preset meets a warm autotune cache.
-for v in "${passing[@]}"; do
-    stage "train-$v-k600_64-cold" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --warmup 3 --steps $steps
-    stage "train-$v-k600_64-warm" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --warmup 3 --steps $steps
-    stage "train-$v-imagenet256" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${image[@]}" --warmup 3 --steps $steps
-    # 3x3 convolutions as matmuls with a row-chunked (split-K) weight gradient.
-    stage "train-$v-k600_64-matmul-conv" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --set model.conv=matmul --warmup 3 --steps $steps
-    # ... and the token-major linears as chunked matmuls too: every bf16 matmul with m < 4n.
-    stage "train-$v-k600_64-m-below-4n" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --set model.conv=matmul --set model.linear=chunked --warmup 3 --steps $steps
-done
-[ ${#passing[@]} -eq 0 ] && skip train "no variant passed its probes"
+# 2. Training speed of k600_64: the presets' kernels (burn's convolution and Linear), then every
+#    matmul kept at m < 4n (3x3 convolutions as matmuls with a row-chunked weight gradient, the
+#    token-major linears as chunked matmuls). The first run meets an empty autotune cache.
+m_below_4n=(--set model.conv=matmul --set model.linear=chunked)
+stage "train-$best-k600_64" $train_limit $B --quiet "${device[@]}" bench train "${k600[@]}" --warmup 2 --steps $steps
+stage "train-$best-k600_64-m-below-4n" $train_limit $B --quiet "${device[@]}" bench train "${k600[@]}" "${m_below_4n[@]}" --warmup 2 --steps $steps
+faster=()
+if awk "BEGIN{exit !($(samples_per_s "train-$best-k600_64-m-below-4n") > $(samples_per_s "train-$best-k600_64"))}"; then faster=("${m_below_4n[@]}"); fi
 
-# 4. A real bf16 run on shards prepared on the CPU machine: the loss falls, and a prediction
-#    comes back to be encoded there.
-best=${passing[0]:-stock}
-rm -rf "$OUT/run"
-stage real-train $real_limit /tmp/sid2-$best --quiet "${device[@]}" train --config configs/k600_64.toml --data "$data" --run "$OUT/run" "${real[@]}"
-stage real-sample 120 /tmp/sid2-$best --quiet "${device[@]}" sample --run "$OUT/run" --data "$data" --count 2 --out "$OUT/samples" --set sample.steps=32
+# 3. A real bf16 run on shards prepared on the CPU machine, with the faster kernels: the loss
+#    falls, and a prediction comes back to be encoded there.
+rm -rf "$W/run"
+stage real-train 240 $B --quiet "${device[@]}" train --config configs/k600_64.toml --data "$data" --run "$W/run" "${real[@]}" "${faster[@]}"
+stage real-sample 90 $B --quiet "${device[@]}" sample --run "$W/run" --data "$data" --count 2 --out "$W/samples" --set sample.steps=32
 
-# 5. The project's PyTorch twin of the same shapes, eager and compiled, in the same call.
+# 4. The project's PyTorch twin of the same shapes in the same call: compiled, then eager.
 if python3 -c "import torch" 2>/dev/null; then
     if [ "$mode" = gpu ]; then torch_device=(--device cuda --bf16); twin=(configs/k600_64.toml); else torch_device=(--threads 2); twin=(configs/k600_64.toml "${k600[@]:2}"); fi
-    stage torch-k600_64-eager 240 python3 scripts/torch_reference.py bench-train "${twin[@]}" --warmup 3 --steps $steps "${torch_device[@]}"
-    [ "$mode" = gpu ] && stage torch-k600_64-compile 300 python3 scripts/torch_reference.py bench-train "${twin[@]}" --warmup 3 --steps $steps "${torch_device[@]}" --compile
+    [ "$mode" = gpu ] && stage torch-k600_64-compile 200 python3 scripts/torch_reference.py bench-train "${twin[@]}" --warmup 3 --steps $steps "${torch_device[@]}" --compile
+    stage torch-k600_64-eager 120 python3 scripts/torch_reference.py bench-train "${twin[@]}" --warmup 2 --steps $steps "${torch_device[@]}"
 else
     skip torch "python3 has no torch here"
 fi
 
-[ "$mode" = gpu ] && cp target/environment/"$CUBECL_ENVIRONMENT".db* "$OUT/gpu-cache/" 2>/dev/null
-python3 scripts/gpu_summary.py "$OUT" | tee "$OUT/summary.md"
+# 5. The suspected cause of the bf16 failure: the stock build (TMA advertised) on the skewed shapes.
+for v in "${variants[@]}"; do
+    [ $v = "$best" ] && continue
+    probe $v conv3x3 bf16
+    probe $v matmul-skewed bf16
+done
+
+# 6. The rest, as the budget allows: the image preset, the stock build's training, every probe.
+stage "train-$best-imagenet256" $train_limit $B --quiet "${device[@]}" bench train "${image[@]}" --warmup 2 --steps $steps
+stage peak-f32 45 $B --quiet "${device[@]}" bench matmul --n $matmul_n --reps 10 --dtype f32
+for v in "${variants[@]}"; do
+    [ $v = "$best" ] || stage "train-$v-k600_64" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --warmup 2 --steps $steps
+    for p in "matmul-square bf16" "matmul-skewed bf16" "matmul-skewed f32" "conv3x3 bf16" "conv3x3 f32" "conv3x3-matmul bf16" "conv3x3-matmul f32" "attention bf16"; do
+        set -- $p
+        [ -f "$W/probe-$v-$1-$2.out" ] || probe $v $1 $2
+    done
+done

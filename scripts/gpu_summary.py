@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The summary table of a gpu-check.sh run: every stage with its status and its numbers (MFU
-against the bf16 matmul peak measured in the same call). Standard library only."""
+"""The summary table of a gpu-check.sh run: every stage with its status, its numbers (MFU against
+the bf16 matmul peak measured in the same call) and the peak GPU memory sampled while it ran.
+Standard library only."""
 import json
 import pathlib
 import sys
@@ -18,12 +19,12 @@ def output(stage):
 
 peak = (output("peak-bf16") or {}).get("tflops")
 print(f"# gpu-check: {out}\n")
-print("| stage | status | seconds | numbers |")
-print("|---|---|---|---|")
+print("| stage | status | seconds | peak GPU MiB | numbers |")
+print("|---|---|---|---|---|")
 for r in rows:
     name = r["stage"]
     if r.get("skipped"):
-        print(f"| {name} | skipped: {r['skipped']} | | |")
+        print(f"| {name} | skipped: {r['skipped']} | | | |")
         continue
     status = "TIMED OUT" if r["timed_out"] else ("ok" if r["rc"] == 0 else f"FAILED (exit {r['rc']})")
     o = output(name)
@@ -46,4 +47,5 @@ for r in rows:
     elif name == "real-sample":
         pred = out / "samples" / "predictions.bin"
         numbers = f"{pred} ({pred.stat().st_size} bytes)" if pred.exists() else "no predictions.bin"
-    print(f"| {name} | {status} | {r['seconds']} | {numbers} |")
+    gpu = r.get("peak_gpu_mib")
+    print(f"| {name} | {status} | {r['seconds']} | {'' if gpu is None else gpu} | {numbers} |")
