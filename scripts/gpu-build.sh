@@ -37,7 +37,7 @@ cp target/patched/Cargo.lock.orig Cargo.lock
 
 # Shards for the real training run on the device.
 cargo build --release --bin sid2
-target/release/sid2 --quiet prepare --config configs/k600_64.toml --videos examples/clips --out gpu-data --set data.clips_per_video=4
+target/release/sid2 --quiet prepare --config configs/k600_64.toml --videos examples/clips --out gpu-data --set data.clips_per_video=16
 git rev-parse --short HEAD > gpu-bin/COMMIT
 ls -l gpu-bin
 du -sh gpu-bin gpu-data

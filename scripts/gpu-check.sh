@@ -100,7 +100,9 @@ if [ "$mode" = gpu ]; then
     export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/cuda/lib64:/tmp/nccl:${LD_LIBRARY_PATH:-}
     export CUBECL_ENVIRONMENT=${CUBECL_ENVIRONMENT:-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9\n' '-')}
     mkdir -p target/environment
-    cp gpu-cache/"$CUBECL_ENVIRONMENT".db* target/environment/ 2>/dev/null || true
+    # A cache carried back from an earlier lease (gpu-cache.tar.xz as it came back: the database
+    # itself can outgrow what the device tool carries).
+    [ -f gpu-cache/gpu-cache.tar.xz ] && tar -C target/environment -xJf gpu-cache/gpu-cache.tar.xz
     variants=()
     for v in notma stock; do
         file=gpu-bin/sid2.xz; [ $v = notma ] && file=gpu-bin/sid2-notma.xz
@@ -110,8 +112,11 @@ if [ "$mode" = gpu ]; then
     # Full sizes.
     k600=(--config configs/k600_64.toml)
     image=(--config configs/imagenet256.toml --set train.batch_size=64)
-    real=(--set train.total_samples=480 --set train.checkpoint_every=480 --set train.log_every=48 --set train.warmup_samples=64)
-    matmul_n=8192 probe_limit=45 train_limit=150 steps=5
+    # Ten steps, each logged; the sampler then runs the training batch's shapes (16 clips), whose
+    # kernels are already compiled and tuned.
+    real=(--set train.total_samples=160 --set train.checkpoint_every=160 --set train.log_every=16 --set train.warmup_samples=64)
+    real_sample=(--count 16 --batch 16 --set sample.steps=16)
+    matmul_n=8192 probe_limit=45 train_limit=150 real_limit=200 steps=5
     stage env 20 sh -c 'nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; ls -l /usr/local/cuda/lib64/libnvrtc* /usr/local/nvidia/lib64/libcuda* 2>&1; python3 -c "import torch; print(torch.__version__, torch.version.cuda)"'
 else
     device=()
@@ -124,7 +129,8 @@ else
     k600=(--config configs/k600_64.toml "${tiny[@]}" --set data.size=16 --set data.frames=8 --set diffusion.context_frames=3 --set train.batch_size=2)
     image=(--config configs/imagenet256.toml "${tiny[@]}" --set data.size=32 --set train.batch_size=2 --set model.num_classes=4)
     real=("${tiny[@]}" --set data.size=16 --set train.total_samples=16 --set train.checkpoint_every=16 --set train.log_every=4 --set train.warmup_samples=4 --set train.batch_size=2 --set data.clips_per_video=1)
-    matmul_n=128 probe_limit=120 train_limit=120 steps=2
+    real_sample=(--count 2 --set sample.steps=32)
+    matmul_n=128 probe_limit=120 train_limit=120 real_limit=240 steps=2
     data="$W/data"
     stage env 30 sh -c 'lscpu | head -20'
     stage prepare-data 120 /tmp/sid2-stock --quiet prepare --config configs/k600_64.toml --videos examples/clips --out "$data" "${real[@]}"
@@ -157,8 +163,9 @@ if awk "BEGIN{exit !($(samples_per_s "train-$best-k600_64-m-below-4n") > $(sampl
 # 3. A real bf16 run on shards prepared on the CPU machine, with the faster kernels: the loss
 #    falls, and a prediction comes back to be encoded there.
 rm -rf "$W/run"
-stage real-train 240 $B --quiet "${device[@]}" train --config configs/k600_64.toml --data "$data" --run "$W/run" "${real[@]}" "${faster[@]}"
-stage real-sample 90 $B --quiet "${device[@]}" sample --run "$W/run" --data "$data" --count 2 --out "$W/samples" --set sample.steps=32
+# Verbose: the log shows how far a stage got when its timeout ends it.
+stage real-train $real_limit $B --verbose "${device[@]}" train --config configs/k600_64.toml --data "$data" --run "$W/run" "${real[@]}" "${faster[@]}"
+stage real-sample 120 $B --verbose "${device[@]}" sample --run "$W/run" --data "$data" --out "$W/samples" "${real_sample[@]}"
 
 # 4. The project's PyTorch twin of the same shapes in the same call: compiled, then eager.
 if python3 -c "import torch" 2>/dev/null; then
