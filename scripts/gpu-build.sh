@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prepares everything a lent GPU needs, on this (GPU-less) machine, for scripts/gpu-check.sh:
-#   gpu-bin/sid2.xz        the CUDA binary (stock burn-cuda / cubecl-cuda 0.11.3)
+#   gpu-bin/sid2.xz        the CUDA binary (stock burn-cuda / cubecl-cuda 0.11.3, autotuned)
+#   gpu-bin/sid2-untuned.xz the same without autotuning (`--features cuda-untuned`): a cold start
+#                          compiles one kernel per op instead of timing every candidate
 #   gpu-bin/sid2-notma.xz  the same with cubecl-cuda patched not to advertise TMA
 #                          (patches/cubecl-cuda-0.11.3-no-tma.patch), so the autotuner never
 #                          picks a TMA matmul: one of the suspected causes of the bf16 failure
@@ -15,11 +17,13 @@ mkdir -p gpu-bin
 build() { # build TARGET_DIR OUTPUT [cargo arguments...]
     local dir=$1 out=$2
     shift 2
-    CARGO_TARGET_DIR=$dir cargo build --release --no-default-features --features cuda --bin sid2 "$@"
+    CARGO_TARGET_DIR=$dir cargo build --release --no-default-features --bin sid2 "$@"
     strip -o "gpu-bin/$out" "$dir/release/sid2"
     xz -T0 -6 -f "gpu-bin/$out"
 }
-build target/gpu sid2 --locked
+build target/gpu sid2 --features cuda --locked
+# Cargo keeps both feature sets' artifacts side by side in one target folder.
+build target/gpu sid2-untuned --features cuda-untuned --locked
 
 # The no-TMA variant: cubecl-cuda copied out of cargo's registry, patched, and patched in. Its
 # target folder starts as a copy of the stock one, so only cubecl-cuda and what depends on it
@@ -32,7 +36,7 @@ rm -rf "$patched" && mkdir -p target/patched && cp -r "$src" "$patched"
 patch -d "$patched" -p1 < patches/cubecl-cuda-0.11.3-no-tma.patch
 # Cargo records the patch in Cargo.lock; the repository's lock file stays as it was.
 cp Cargo.lock target/patched/Cargo.lock.orig
-build target/gpu-notma sid2-notma --config "patch.crates-io.cubecl-cuda.path=\"$patched\""
+build target/gpu-notma sid2-notma --features cuda --config "patch.crates-io.cubecl-cuda.path=\"$patched\""
 cp target/patched/Cargo.lock.orig Cargo.lock
 
 # Shards for the real training run on the device.

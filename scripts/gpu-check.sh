@@ -115,9 +115,11 @@ if [ "$mode" = gpu ]; then
         kept=$(ls gpu-cache/*-autotune.db.xz 2>/dev/null | head -1)
         if [ -n "$other" ]; then for f in "$other"*; do mv "$f" "$db${f#"$other"}"; done; elif [ -n "$kept" ]; then xz -dc "$kept" > "$db"; fi
     fi
+    # The binaries gpu-build.sh made: `untuned` (no autotuning: a cold start compiles one kernel
+    # per op), `notma` (autotuned, cubecl-cuda patched not to advertise TMA), `stock` (autotuned).
     variants=()
-    for v in notma stock; do
-        file=gpu-bin/sid2.xz; [ $v = notma ] && file=gpu-bin/sid2-notma.xz
+    for v in untuned notma stock; do
+        file=gpu-bin/sid2-$v.xz; [ $v = stock ] && file=gpu-bin/sid2.xz
         [ -f "$file" ] && xz -dc "$file" > /tmp/sid2-$v && chmod +x /tmp/sid2-$v && variants+=("$v")
     done
     data=gpu-data
@@ -148,7 +150,15 @@ else
     stage prepare-data 120 /tmp/sid2-stock --quiet prepare --config configs/k600_64.toml --videos examples/clips --out "$data" "${real[@]}"
 fi
 # The variant the main stages use: the no-TMA build where it was carried.
-best=${variants[0]}
+# The real run takes the binary most likely to finish within the lease (the untuned one, with its
+# 3x3 convolutions as matmuls, since its first-choice convolution is the direct one); the tuned
+# stages take the no-TMA build where it was carried.
+run_v=${variants[0]}
+R=/tmp/sid2-$run_v
+run_flags=()
+[ "$run_v" = untuned ] && run_flags=(--set model.conv=matmul)
+best=stock
+for v in "${variants[@]}"; do [ "$v" = notma ] && best=notma; done
 B=/tmp/sid2-$best
 
 probe() { # probe VARIANT CASE DTYPE: a kernel family against its f32 CPU reference
@@ -163,16 +173,16 @@ probe() { # probe VARIANT CASE DTYPE: a kernel family against its f32 CPU refere
 #    the loss falls, and a prediction comes back to be encoded here. Verbose, so the log shows how
 #    far a stage got when its timeout ends it.
 rm -rf "$W/run"
-if stage real-train $real_limit $B --verbose "${device[@]}" train --config configs/k600_64.toml --data "$data" --run "$W/run" "${real[@]}"; then
-    stage real-sample 120 $B --verbose "${device[@]}" sample --run "$W/run" --data "$data" --out "$W/samples" "${real_sample[@]}"
+if stage real-train $real_limit $R --verbose "${device[@]}" train --config configs/k600_64.toml --data "$data" --run "$W/run" "${real[@]}" "${run_flags[@]}"; then
+    stage real-sample 120 $R --verbose "${device[@]}" sample --run "$W/run" --data "$data" --out "$W/samples" "${real_sample[@]}"
 else
     skip real-sample "real-train did not finish"
 fi
 
-# 2. The bf16 peak MFU is quoted against, then the training speed of k600_64 with the kernels the
-#    real run tuned, then the project's PyTorch twin of the same shapes in the same call.
+# 2. The bf16 peak MFU is quoted against, the training speed of k600_64 with the real run's
+#    binary and kernels, then the project's PyTorch twin of the same shapes in the same call.
 stage peak-bf16 45 $B --quiet "${device[@]}" bench matmul --n $matmul_n --reps 10 --dtype bf16
-stage "train-$best-k600_64" $train_limit $B --quiet "${device[@]}" bench train "${k600[@]}" --warmup 2 --steps $steps
+stage "train-$run_v-k600_64${run_flags:+-matmul-conv}" $train_limit $R --quiet "${device[@]}" bench train "${k600[@]}" "${run_flags[@]}" --warmup 2 --steps $steps
 if python3 -c "import torch" 2>/dev/null; then
     if [ "$mode" = gpu ]; then torch_device=(--device cuda --bf16); twin=(configs/k600_64.toml); else torch_device=(--threads 2); twin=(configs/k600_64.toml "${k600[@]:2}"); fi
     [ "$mode" = gpu ] && stage torch-k600_64-compile 200 python3 scripts/torch_reference.py bench-train "${twin[@]}" --warmup 3 --steps $steps "${torch_device[@]}" --compile
@@ -181,16 +191,17 @@ else
     skip torch "python3 has no torch here"
 fi
 
-# 3. The kernels in bf16 against their f32 CPU reference, and every matmul kept at m < 4n (3x3
-#    convolutions as matmuls with a row-chunked weight gradient, token-major linears as chunked
-#    matmuls).
+# 3. The autotuned build (with the cache carried): burn's kernels, the kernels in bf16 against
+#    their f32 CPU reference, and every matmul kept at m < 4n (3x3 convolutions as matmuls with a
+#    row-chunked weight gradient, token-major linears as chunked matmuls).
+[ "$run_v" = "$best" ] && [ ${#run_flags[@]} -eq 0 ] || stage "train-$best-k600_64" $train_limit $B --quiet "${device[@]}" bench train "${k600[@]}" --warmup 2 --steps $steps
 probe $best conv3x3 bf16
 probe $best attention bf16
 stage "train-$best-k600_64-m-below-4n" $train_limit $B --quiet "${device[@]}" bench train "${k600[@]}" --set model.conv=matmul --set model.linear=chunked --warmup 2 --steps $steps
 
 # 4. The suspected cause of the bf16 failure: the stock build (TMA advertised) on the skewed shapes.
 for v in "${variants[@]}"; do
-    [ $v = "$best" ] && continue
+    [ $v = stock ] && [ $best != stock ] || continue
     probe $v conv3x3 bf16
     probe $v matmul-skewed bf16
 done
@@ -199,7 +210,7 @@ done
 stage "train-$best-imagenet256" $train_limit $B --quiet "${device[@]}" bench train "${image[@]}" --warmup 2 --steps $steps
 stage peak-f32 45 $B --quiet "${device[@]}" bench matmul --n $matmul_n --reps 10 --dtype f32
 for v in "${variants[@]}"; do
-    [ $v = "$best" ] || stage "train-$v-k600_64" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --warmup 2 --steps $steps
+    [ $v = "$best" ] || [ $v = untuned ] || stage "train-$v-k600_64" $train_limit /tmp/sid2-$v --quiet "${device[@]}" bench train "${k600[@]}" --warmup 2 --steps $steps
     for p in "matmul-square bf16" "matmul-skewed bf16" "matmul-skewed f32" "conv3x3 bf16" "conv3x3 f32" "conv3x3-matmul bf16" "conv3x3-matmul f32" "attention bf16"; do
         set -- $p
         [ -f "$W/probe-$v-$1-$2.out" ] || probe $v $1 $2

@@ -1,6 +1,6 @@
 //! Reproducer for the bf16 convolution backward that an H100 run recorded failing (BENCHMARKS.md, H100) with
 //! burn-cuda 0.22.1: `Tile shape must be non-zero and <= 256`, then a hang. Ignored: it needs
-//! a GPU (`cargo test --features cuda -p model3d --test cuda_conv_bf16 -- --ignored`), and it
+//! a GPU (`cargo test --features cuda,autotune -p model3d --test cuda_conv_bf16 -- --ignored`), and it
 //! has not run yet; the first GPU session runs it and records what it shows.
 #![cfg(feature = "cuda")]
 
