@@ -62,7 +62,7 @@ pub struct UViTConfig {
     /// How attention is computed.
     #[serde(default, skip_serializing_if = "is_flash")]
     pub attention: AttentionImpl,
-    /// How 3×3 convolutions are computed.
+    /// How 3×3 convolutions and the patch (un-)embedding are computed.
     #[serde(default, skip_serializing_if = "is_burn_conv")]
     pub conv: ConvImpl,
     /// How the Transformer and temporal blocks' token-major linear layers are computed.

@@ -22,7 +22,8 @@ pub enum ConvImpl {
     /// burn's `conv2d`.
     #[default]
     Burn,
-    /// Nine shifted matmuls over chunks of pixels (see the module documentation).
+    /// Nine shifted matmuls over chunks of pixels (see the module documentation); the patch
+    /// (un-)embedding as matmuls over patches (patch.rs).
     Matmul,
 }
 

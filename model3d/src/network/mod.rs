@@ -6,6 +6,7 @@ pub mod conv;
 mod count;
 mod embedding;
 pub mod linear;
+pub mod patch;
 pub mod precision;
 mod rope;
 mod uvit;

@@ -7,7 +7,9 @@ use burn::prelude::*;
 
 use super::blocks::{Downsample, ResBlock, TemporalBlock, TransformerBlock, Upsample};
 use super::config::{BlockKind, UViTConfig};
+use super::conv::ConvImpl;
 use super::embedding::ConditionEmbedding;
+use super::patch;
 use super::rope::Rope;
 
 /// The blocks of one level: ResBlocks, each followed by a temporal block when the level has
@@ -91,6 +93,8 @@ pub struct UViT {
     pub decoder: Vec<DecoderLevel>,
     pub unpatch: ConvTranspose2d,
     pub num_classes: usize,
+    /// `model.conv = "matmul"`: the patch (un-)embedding as matmuls too (patch.rs).
+    pub matmul_conv: bool,
 }
 
 impl UViT {
@@ -118,6 +122,7 @@ impl UViT {
                 .with_initializer(Initializer::Zeros)
                 .init(device),
             num_classes: config.num_classes,
+            matmul_conv: config.conv == ConvImpl::Matmul,
         }
     }
 
@@ -136,9 +141,10 @@ impl UViT {
         let [b, t, c, h, w] = x.dims();
         let x = x.cast(self.patch.weight.val().dtype());
         let emb = self.cond.forward(logsnr, labels); // [B, T, E]
-        let hidden = self.patch.forward(x.reshape([b * t, c, h, w])); // [B·T, C0, H/p, W/p]
+        let how = if self.matmul_conv { ConvImpl::Matmul } else { ConvImpl::Burn };
+        let hidden = patch::embed(&self.patch, x.reshape([b * t, c, h, w]), how); // [B·T, C0, H/p, W/p]
         let hidden = self.body(hidden, &emb, t);
-        self.unpatch.forward(hidden).reshape([b, t, c, h, w])
+        patch::unembed(&self.unpatch, hidden, how).reshape([b, t, c, h, w])
     }
 
     /// Everything between patch embedding and un-embedding (method.md §3.2 pseudo-code).
