@@ -14,7 +14,9 @@ use super::conv::{ConvImpl, conv3x3};
 use super::linear::{LinearImpl, linear};
 use super::rope::Rope;
 
-fn how(matmul: bool) -> ConvImpl {
+/// The convolution form a module's `matmul_conv` flag stands for (modules keep a flag: a
+/// `Module` field must be a module or a plain value).
+pub(super) fn how(matmul: bool) -> ConvImpl {
     if matmul { ConvImpl::Matmul } else { ConvImpl::Burn }
 }
 

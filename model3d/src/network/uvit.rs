@@ -5,7 +5,7 @@ use burn::nn::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::prelude::*;
 
-use super::blocks::{Downsample, ResBlock, TemporalBlock, TransformerBlock, Upsample};
+use super::blocks::{Downsample, ResBlock, TemporalBlock, TransformerBlock, Upsample, how};
 use super::config::{BlockKind, UViTConfig};
 use super::conv::ConvImpl;
 use super::embedding::ConditionEmbedding;
@@ -141,10 +141,9 @@ impl UViT {
         let [b, t, c, h, w] = x.dims();
         let x = x.cast(self.patch.weight.val().dtype());
         let emb = self.cond.forward(logsnr, labels); // [B, T, E]
-        let how = if self.matmul_conv { ConvImpl::Matmul } else { ConvImpl::Burn };
-        let hidden = patch::embed(&self.patch, x.reshape([b * t, c, h, w]), how); // [B·T, C0, H/p, W/p]
+        let hidden = patch::embed(&self.patch, x.reshape([b * t, c, h, w]), how(self.matmul_conv)); // [B·T, C0, H/p, W/p]
         let hidden = self.body(hidden, &emb, t);
-        patch::unembed(&self.unpatch, hidden, how).reshape([b, t, c, h, w])
+        patch::unembed(&self.unpatch, hidden, how(self.matmul_conv)).reshape([b, t, c, h, w])
     }
 
     /// Everything between patch embedding and un-embedding (method.md §3.2 pseudo-code).
