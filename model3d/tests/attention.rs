@@ -38,8 +38,9 @@ fn relative(a: Tensor<4>, reference: Tensor<4>) -> f32 {
 #[test]
 fn values_and_gradients_match_the_decomposed_path() {
     // (batch, heads, tokens, head width, score spread): token counts below, at, between and above
-    // the 64-token blocks; a single token; and scores in the hundreds (spread 8 on both q and k).
-    let cases = [(2, 3, 1, 8, 1.0), (1, 2, 17, 16, 1.0), (2, 2, 64, 32, 1.0), (1, 2, 130, 64, 1.0), (1, 1, 100, 128, 1.0), (1, 2, 70, 16, 8.0)];
+    // the CPU kernel's blocks; a single token; and scores in the hundreds (spread 8 on q and k).
+    let block = model3d::attention::kernel::BLOCK;
+    let cases = [(2, 3, 1, 8, 1.0), (1, 2, 17, 16, 1.0), (2, 2, block, 32, 1.0), (1, 2, block + 2, 64, 1.0), (1, 1, 100, 128, 1.0), (1, 2, 70, 16, 8.0), (1, 1, 2 * block + 44, 16, 1.0)];
     for (i, &(b, h, n, d, spread)) in cases.iter().enumerate() {
         let seed = 10 * i as u64;
         let inputs = [randn([b, h, n, d], seed, spread), randn([b, h, n, d], seed + 1, spread), randn([b, h, n, d], seed + 2, 1.0), randn([b, h, n, d], seed + 3, 1.0)];

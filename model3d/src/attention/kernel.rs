@@ -1,14 +1,17 @@
 //! FlashAttention-2 (Dao 2023) on the CPU for one head at a time, in f32: the forward pass keeps
 //! only the output and each row's log-sum-exp (Alg. 1), the backward pass recomputes the scores
 //! block by block from them (Alg. 2), so memory grows with `N·d`, never `N²`. The block products
-//! run through the `gemm` crate (the kernels burn-flex's own matmul uses).
+//! run through the `gemm` crate (the kernels burn-flex's own matmul uses); the row loops between
+//! them (maximum, `exp`, sums) are written so the compiler vectorises them, and both passes are
+//! compiled a second time for AVX2 and FMA, taken when the CPU has them ([`simd`]).
 //!
 //! Every matrix is row-major: `q` `[n_q, d]`, `k` and `v` `[n_k, d]`, `o` `[n_q, d]`, `lse` `[n_q]`.
 
 use gemm::Parallelism;
 
-/// Rows of queries and of keys per block.
-pub const BLOCK: usize = 64;
+/// Rows of queries and of keys per block: 128 was the fastest of 64 to 512 for tiny_video's
+/// heads (1024 tokens, d = 16; BENCHMARKS.md); a block of scores is 64 KiB, within L2.
+pub const BLOCK: usize = 128;
 
 /// `c[m×n] = (c if accumulate, else 0) + alpha · op(a) · op(b)`, with `op(x) = xᵀ` when asked:
 /// `a` holds `[m, kk]` (or `[kk, m]` when transposed), `b` `[kk, n]` (or `[n, kk]`).
@@ -30,9 +33,105 @@ fn matmul(c: &mut [f32], a: &[f32], a_t: bool, b: &[f32], b_t: bool, [m, n, kk]:
     }
 }
 
-/// One head's forward pass: `o = softmax(scale · q kᵀ) v`, and `lse[i] = log Σ_j exp(scale q_i·k_j)`.
+/// `e^x` in f32 without a library call, so that loops over it vectorise: Cephes' `expf`
+/// (Moshier 1984). With `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, `e^x = 2^n · e^r`; `n` is rounded by
+/// adding 1.5·2²³ (it then sits in the low mantissa bits), `ln 2` is split in two so `r` is exact,
+/// `e^r ≈ 1 + r + r²·p(r)` with Cephes' degree-5 minimax `p`, and `2^n` is built from its exponent
+/// bits. Relative error below 2·10⁻⁷ (test); `x < −87.3` gives 0 (as `e^x` does in f32 to within
+/// 1.2·10⁻³⁸), `x > 88.3` is clamped, NaN stays NaN.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4; // the first 11 bits of ln 2, so n·LN2_HI is exact
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³
+    const LO: f32 = -87.3;
+    const HI: f32 = 88.3;
+    let clamped = if x > HI { HI } else if x < LO { LO } else { x };
+    let t = clamped * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
+    let e_r = p * r * r + r + 1.0;
+    // t's bits are those of 1.5·2²³ plus n; shifted by 23 only n's bits stay, in the exponent.
+    let two_n = f32::from_bits(t.to_bits().wrapping_shl(23).wrapping_add(127 << 23));
+    if x < LO { 0.0 } else { e_r * two_n }
+}
+
+/// Lanes of the reductions below: independent partial results the compiler keeps in one vector.
+const LANES: usize = 8;
+
+/// The largest of `init` and the row's values.
+#[inline(always)]
+fn row_max(row: &[f32], init: f32) -> f32 {
+    let mut acc = [init; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(init, |a, &x| a.max(x));
+    for chunk in chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter().fold(tail, |a, &x| a.max(x))
+}
+
+/// `row[j] = e^(row[j] − shift)`; returns their sum. Two loops, so that each vectorises.
+#[inline(always)]
+fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
+    row.iter_mut().for_each(|x| *x = exp(*x - shift));
+    let mut acc = [0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().sum::<f32>();
+    for chunk in chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a += x;
+        }
+    }
+    tail + acc.iter().sum::<f32>()
+}
+
+/// The passes below, once for the build's baseline target and once for AVX2 with FMA.
+mod simd {
+    /// Calls `$body` compiled for AVX2 and FMA when this CPU has them, else as built.
+    macro_rules! dispatch {
+        ($(#[$doc:meta])* $name:ident, $body:path, ($($arg:ident: $ty:ty),*)) => {
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments)]
+            pub fn $name($($arg: $ty),*) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
+                    fn wide($($arg: $ty),*) {
+                        $body($($arg),*)
+                    }
+                    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                        // SAFETY: the CPU has the features `wide` is compiled for.
+                        return unsafe { wide($($arg),*) };
+                    }
+                }
+                $body($($arg),*)
+            }
+        };
+    }
+    pub(super) use dispatch;
+}
+
+simd::dispatch!(
+    /// One head's forward pass: `o = softmax(scale · q kᵀ) v`, and `lse[i] = log Σ_j exp(scale q_i·k_j)`.
+    forward, forward_body, (q: &[f32], k: &[f32], v: &[f32], shape: [usize; 3], scale: f32, o: &mut [f32], lse: &mut [f32])
+);
+simd::dispatch!(
+    /// One head's backward pass from the output gradient `d_o`: recomputes `P = exp(scale·q kᵀ − lse)`
+    /// per block and accumulates `dv = Pᵀ d_o`, `dq = scale·dS k`, `dk = scale·dSᵀ q`, with
+    /// `dS = P ∘ (d_o vᵀ − rowsum(d_o ∘ o))`.
+    backward, backward_body, (inputs: [&[f32]; 5], lse: &[f32], shape: [usize; 3], scale: f32, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32])
+);
+
+/// The body of [`forward`].
 #[allow(clippy::too_many_arguments)]
-pub fn forward(q: &[f32], k: &[f32], v: &[f32], [n_q, n_k, d]: [usize; 3], scale: f32, o: &mut [f32], lse: &mut [f32]) {
+#[inline(always)]
+fn forward_body(q: &[f32], k: &[f32], v: &[f32], [n_q, n_k, d]: [usize; 3], scale: f32, o: &mut [f32], lse: &mut [f32]) {
     let mut s = vec![0f32; BLOCK * BLOCK];
     let (mut m, mut l) = ([0f32; BLOCK], [0f32; BLOCK]);
     for i0 in (0..n_q).step_by(BLOCK) {
@@ -47,14 +146,9 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], [n_q, n_k, d]: [usize; 3], scale
             // Online softmax: rescale what was summed under the old row maximum.
             for r in 0..br {
                 let row = &mut s[r * bc..(r + 1) * bc];
-                let m_new = row.iter().fold(m[r], |a, &x| a.max(x));
-                let correction = (m[r] - m_new).exp();
-                let mut sum = 0.0;
-                for x in row.iter_mut() {
-                    *x = (*x - m_new).exp();
-                    sum += *x;
-                }
-                l[r] = l[r] * correction + sum;
+                let m_new = row_max(row, m[r]);
+                let correction = exp(m[r] - m_new);
+                l[r] = l[r] * correction + exp_shifted(row, m_new);
                 if correction != 1.0 {
                     acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= correction);
                 }
@@ -70,11 +164,10 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], [n_q, n_k, d]: [usize; 3], scale
     }
 }
 
-/// One head's backward pass from the output gradient `d_o`: recomputes `P = exp(scale·q kᵀ − lse)`
-/// per block and accumulates `dv = Pᵀ d_o`, `dq = scale·dS k`, `dk = scale·dSᵀ q`, with
-/// `dS = P ∘ (d_o vᵀ − rowsum(d_o ∘ o))`.
+/// The body of [`backward`].
 #[allow(clippy::too_many_arguments)]
-pub fn backward(
+#[inline(always)]
+fn backward_body(
     [q, k, v, o, d_o]: [&[f32]; 5],
     lse: &[f32],
     [n_q, n_k, d]: [usize; 3],
@@ -95,7 +188,7 @@ pub fn backward(
             let br = BLOCK.min(n_q - i0);
             matmul(&mut p, &q[i0 * d..], false, &k[j0 * d..], true, [br, bc, d], scale, false);
             for r in 0..br {
-                p[r * bc..(r + 1) * bc].iter_mut().for_each(|x| *x = (*x - lse[i0 + r]).exp());
+                exp_shifted(&mut p[r * bc..(r + 1) * bc], lse[i0 + r]);
             }
             matmul(dv_j, &p, true, &d_o[i0 * d..], false, [bc, d, br], 1.0, true); // dV_j += Pᵀ dO_i
             matmul(&mut ds, &d_o[i0 * d..], false, &v[j0 * d..], true, [br, bc, d], 1.0, false); // dP = dO_i V_jᵀ
@@ -138,16 +231,49 @@ mod tests {
 
     #[test]
     fn forward_matches_plain_softmax_across_block_edges_and_large_scores() {
-        for (n_q, n_k, d, spread) in [(1, 1, 8, 1.0), (70, 130, 16, 1.0), (64, 64, 32, 1.0), (5, 200, 8, 30.0)] {
+        // The dispatched pass (AVX2 where the CPU has it) and the baseline build of the same body.
+        let passes: [(&str, fn(&[f32], &[f32], &[f32], [usize; 3], f32, &mut [f32], &mut [f32])); 2] = [("dispatched", forward), ("baseline", forward_body)];
+        let cases = [(1, 1, 8, 1.0), (70, 130, 16, 1.0), (200, 300, 16, 1.0), (128, 128, 32, 1.0), (5, 200, 8, 30.0)];
+        for ((n_q, n_k, d, spread), (pass, run)) in cases.into_iter().flat_map(|c| passes.map(|p| (c, p))) {
             let (q, k, v) = (values(n_q * d, 1, spread), values(n_k * d, 2, spread), values(n_k * d, 3, 1.0));
             let scale = 1.0 / (d as f32).sqrt();
             let (mut o, mut lse) = (vec![0f32; n_q * d], vec![0f32; n_q]);
-            forward(&q, &k, &v, [n_q, n_k, d], scale, &mut o, &mut lse);
+            run(&q, &k, &v, [n_q, n_k, d], scale, &mut o, &mut lse);
             let (ro, rl) = reference(&q, &k, &v, [n_q, n_k, d], scale);
             let err = o.iter().zip(&ro).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
             let lse_err = lse.iter().zip(&rl).map(|(a, b)| ((*a as f64 - b) / b.abs().max(1.0)).abs()).fold(0.0, f64::max);
-            assert!(err < 1e-5 && lse_err < 1e-6, "n_q {n_q} n_k {n_k} d {d} spread {spread}: {err} {lse_err}");
+            assert!(err < 1e-5 && lse_err < 1e-6, "{pass}: n_q {n_q} n_k {n_k} d {d} spread {spread}: {err} {lse_err}");
             assert!(lse.iter().all(|x| x.is_finite()));
+        }
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_exact_value_over_the_f32_range() {
+        let mut worst = 0f64;
+        for i in 0..=400_000 {
+            let x = -87.0 + 175.0 * i as f32 / 400_000.0;
+            let exact = (x as f64).exp();
+            worst = worst.max(((exp(x) as f64 - exact) / exact).abs());
+        }
+        assert!(worst < 2.4e-7, "relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(100.0).is_finite() && exp(100.0) > 1e38);
+    }
+
+    #[test]
+    fn row_reductions_match_sequential_ones_at_every_length() {
+        for n in [1, 7, 8, 9, 64, 70] {
+            let row = values(n, n as u64, 3.0);
+            let max = row.iter().fold(-1.0f32, |a, &x| a.max(x));
+            assert_eq!(row_max(&row, -1.0), max, "n {n}");
+            let mut shifted = row.clone();
+            let sum = exp_shifted(&mut shifted, max);
+            let expect: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
+            assert!(shifted.iter().zip(&expect).all(|(a, b)| (*a as f64 - b).abs() <= 3e-7 * b), "n {n}");
+            assert!((sum as f64 - expect.iter().sum::<f64>()).abs() < 1e-6 * n as f64, "n {n}: {sum}");
         }
     }
 }
