@@ -5,8 +5,10 @@
 //! (a pure function of z, λ and the class), and [`sampler`]. The maths each module computes is
 //! written out, with its sources, in `docs/method.md`.
 
+pub mod activation;
 pub mod attention;
 pub mod config_error;
+pub mod cpu;
 pub mod diffusion;
 pub mod network;
 pub mod noise;

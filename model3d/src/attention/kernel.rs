@@ -3,10 +3,11 @@
 //! block by block from them (Alg. 2), so memory grows with `N·d`, never `N²`. The block products
 //! run through the `gemm` crate (the kernels burn-flex's own matmul uses); the row loops between
 //! them (maximum, `exp`, sums) are written so the compiler vectorises them, and both passes are
-//! compiled a second time for AVX2 and FMA, taken when the CPU has them ([`simd`]).
+//! compiled a second time for AVX2 and FMA, taken when the CPU has them ([`crate::cpu`]).
 //!
 //! Every matrix is row-major: `q` `[n_q, d]`, `k` and `v` `[n_k, d]`, `o` `[n_q, d]`, `lse` `[n_q]`.
 
+use crate::cpu::{exp, wide};
 use gemm::Parallelism;
 
 /// Rows of queries and of keys per block: 128 was the fastest of 64 to 512 for tiny_video's
@@ -31,31 +32,6 @@ fn matmul(c: &mut [f32], a: &[f32], a_t: bool, b: &[f32], b_t: bool, [m, n, kk]:
             1.0, alpha, false, false, false, Parallelism::None,
         );
     }
-}
-
-/// `e^x` in f32 without a library call, so that loops over it vectorise: Cephes' `expf`
-/// (Moshier 1984). With `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, `e^x = 2^n · e^r`; `n` is rounded by
-/// adding 1.5·2²³ (it then sits in the low mantissa bits), `ln 2` is split in two so `r` is exact,
-/// `e^r ≈ 1 + r + r²·p(r)` with Cephes' degree-5 minimax `p`, and `2^n` is built from its exponent
-/// bits. Relative error below 2·10⁻⁷ (test); `x < −87.3` gives 0 (as `e^x` does in f32 to within
-/// 1.2·10⁻³⁸), `x > 88.3` is clamped, NaN stays NaN.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4; // the first 11 bits of ln 2, so n·LN2_HI is exact
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5·2²³
-    const LO: f32 = -87.3;
-    const HI: f32 = 88.3;
-    let clamped = if x > HI { HI } else if x < LO { LO } else { x };
-    let t = clamped * LOG2E + ROUND;
-    let n = t - ROUND;
-    let r = clamped - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
-    let e_r = p * r * r + r + 1.0;
-    // t's bits are those of 1.5·2²³ plus n; shifted by 23 only n's bits stay, in the exponent.
-    let two_n = f32::from_bits(t.to_bits().wrapping_shl(23).wrapping_add(127 << 23));
-    if x < LO { 0.0 } else { e_r * two_n }
 }
 
 /// Lanes of the reductions below: independent partial results the compiler keeps in one vector.
@@ -90,42 +66,15 @@ fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
     tail + acc.iter().sum::<f32>()
 }
 
-/// The passes below, once for the build's baseline target and once for AVX2 with FMA.
-mod simd {
-    /// Calls `$body` compiled for AVX2 and FMA when this CPU has them, else as built.
-    macro_rules! dispatch {
-        ($(#[$doc:meta])* $name:ident, $body:path, ($($arg:ident: $ty:ty),*)) => {
-            $(#[$doc])*
-            #[allow(clippy::too_many_arguments)]
-            pub fn $name($($arg: $ty),*) {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx2,fma")]
-                    #[allow(clippy::too_many_arguments)]
-                    fn wide($($arg: $ty),*) {
-                        $body($($arg),*)
-                    }
-                    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                        // SAFETY: the CPU has the features `wide` is compiled for.
-                        return unsafe { wide($($arg),*) };
-                    }
-                }
-                $body($($arg),*)
-            }
-        };
-    }
-    pub(super) use dispatch;
-}
-
-simd::dispatch!(
+wide!(
     /// One head's forward pass: `o = softmax(scale · q kᵀ) v`, and `lse[i] = log Σ_j exp(scale q_i·k_j)`.
-    forward, forward_body, (q: &[f32], k: &[f32], v: &[f32], shape: [usize; 3], scale: f32, o: &mut [f32], lse: &mut [f32])
+    pub fn forward = forward_body(q: &[f32], k: &[f32], v: &[f32], shape: [usize; 3], scale: f32, o: &mut [f32], lse: &mut [f32])
 );
-simd::dispatch!(
+wide!(
     /// One head's backward pass from the output gradient `d_o`: recomputes `P = exp(scale·q kᵀ − lse)`
     /// per block and accumulates `dv = Pᵀ d_o`, `dq = scale·dS k`, `dk = scale·dSᵀ q`, with
     /// `dS = P ∘ (d_o vᵀ − rowsum(d_o ∘ o))`.
-    backward, backward_body, (inputs: [&[f32]; 5], lse: &[f32], shape: [usize; 3], scale: f32, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32])
+    pub fn backward = backward_body(inputs: [&[f32]; 5], lse: &[f32], shape: [usize; 3], scale: f32, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32])
 );
 
 /// The body of [`forward`].
@@ -245,22 +194,6 @@ mod tests {
             assert!(err < 1e-5 && lse_err < 1e-6, "{pass}: n_q {n_q} n_k {n_k} d {d} spread {spread}: {err} {lse_err}");
             assert!(lse.iter().all(|x| x.is_finite()));
         }
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_of_the_exact_value_over_the_f32_range() {
-        let mut worst = 0f64;
-        for i in 0..=400_000 {
-            let x = -87.0 + 175.0 * i as f32 / 400_000.0;
-            let exact = (x as f64).exp();
-            worst = worst.max(((exp(x) as f64 - exact) / exact).abs());
-        }
-        assert!(worst < 2.4e-7, "relative error {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp(-100.0), 0.0);
-        assert!(exp(f32::NAN).is_nan());
-        assert!(exp(100.0).is_finite() && exp(100.0) > 1e38);
     }
 
     #[test]

@@ -18,12 +18,14 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Bytes, DType, Dispatch, DispatchDevice, Flex, Shape, backend_extension, bf16, f16};
+use burn::backend::{Backend, DType, Dispatch, DispatchDevice, Flex, Shape, backend_extension};
 use burn::prelude::*;
 use burn::tensor::ops::AttentionModuleOptions;
 use rayon::prelude::*;
+
+use crate::cpu::{f32_values, from_f32};
 
 /// Attention of `[B, H, N, D]` queries over keys and values, scale `1/√D`. Routes to the
 /// project's operation on the CPU (with or without autodiff) and under autodiff on CUDA.
@@ -132,26 +134,28 @@ impl FlashKernels for Flex {
     fn flash_forward(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> (FlexTensor, FlexTensor) {
         let dtype = q.dtype();
         let ([b, h, n_q, d], n_k) = (dims(&q), dims(&k)[2]);
-        let (q, k, v) = (to_f32(&q), to_f32(&k), to_f32(&v));
+        let [q, k, v] = [&q, &k, &v].map(|t| t.to_contiguous());
+        let [q, k, v] = [&q, &k, &v].map(|t| f32_values(t));
         let (mut o, mut lse) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_q]);
         o.par_chunks_mut(n_q * d).zip(lse.par_chunks_mut(n_q)).enumerate().for_each(|(i, (o, lse))| {
             let (qi, ki, vi) = (&q[i * n_q * d..][..n_q * d], &k[i * n_k * d..][..n_k * d], &v[i * n_k * d..][..n_k * d]);
             kernel::forward(qi, ki, vi, [n_q, n_k, d], scale, o, lse);
         });
-        (from_f32(o, [b, h, n_q, d], dtype), from_f32(lse, [b, h, n_q, 1], DType::F32))
+        (from_f32(o, Shape::new([b, h, n_q, d]), dtype), from_f32(lse, Shape::new([b, h, n_q, 1]), DType::F32))
     }
 
     fn flash_backward(s: Saved<Self>, d_o: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
         let dtype = s.q.dtype();
         let ([b, h, n_q, d], n_k) = (dims(&s.q), dims(&s.k)[2]);
-        let [q, k, v, o, d_o, lse] = [&s.q, &s.k, &s.v, &s.o, &d_o, &s.lse].map(to_f32);
+        let tensors = [&s.q, &s.k, &s.v, &s.o, &d_o, &s.lse].map(|t| t.to_contiguous());
+        let [q, k, v, o, d_o, lse] = tensors.each_ref().map(|t| f32_values(t));
         let (mut dq, mut dk, mut dv) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_k * d], vec![0f32; b * h * n_k * d]);
         let (nq, nk) = (n_q * d, n_k * d);
         dq.par_chunks_mut(nq).zip(dk.par_chunks_mut(nk)).zip(dv.par_chunks_mut(nk)).enumerate().for_each(|(i, ((dq, dk), dv))| {
             let head = [&q[i * nq..][..nq], &k[i * nk..][..nk], &v[i * nk..][..nk], &o[i * nq..][..nq], &d_o[i * nq..][..nq]];
             kernel::backward(head, &lse[i * n_q..][..n_q], [n_q, n_k, d], s.scale, dq, dk, dv);
         });
-        (from_f32(dq, [b, h, n_q, d], dtype), from_f32(dk, [b, h, n_k, d], dtype), from_f32(dv, [b, h, n_k, d], dtype))
+        (from_f32(dq, Shape::new([b, h, n_q, d]), dtype), from_f32(dk, Shape::new([b, h, n_k, d]), dtype), from_f32(dv, Shape::new([b, h, n_k, d]), dtype))
     }
 }
 
@@ -172,24 +176,4 @@ impl FlashKernels for burn::backend::Cube {
 
 fn dims(t: &FlexTensor) -> [usize; 4] {
     t.layout().shape().dims::<4>()
-}
-
-/// The values of a float tensor as contiguous f32.
-fn to_f32(t: &FlexTensor) -> Vec<f32> {
-    let t = t.to_contiguous();
-    match t.dtype() {
-        DType::F32 => t.as_slice::<f32>().expect("contiguous").to_vec(),
-        DType::BF16 => t.as_slice::<bf16>().expect("contiguous").iter().map(|x| x.to_f32()).collect(),
-        DType::F16 => t.as_slice::<f16>().expect("contiguous").iter().map(|x| x.to_f32()).collect(),
-        other => panic!("attention takes f32, bf16 or f16 tensors, not {other:?}"),
-    }
-}
-
-fn from_f32(values: Vec<f32>, shape: [usize; 4], dtype: DType) -> FlexTensor {
-    let layout = Layout::contiguous(Shape::new(shape));
-    match dtype {
-        DType::BF16 => FlexTensor::new(Bytes::from_elems(values.into_iter().map(bf16::from_f32).collect::<Vec<_>>()), layout, dtype),
-        DType::F16 => FlexTensor::new(Bytes::from_elems(values.into_iter().map(f16::from_f32).collect::<Vec<_>>()), layout, dtype),
-        _ => FlexTensor::new(Bytes::from_elems(values), layout, DType::F32),
-    }
 }

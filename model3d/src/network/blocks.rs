@@ -5,7 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn::tensor::activation::silu;
+use crate::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
