@@ -20,11 +20,11 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³
     const LO: f32 = -87.3;
     const HI: f32 = 88.3;
-    let clamped = if x > HI { HI } else if x < LO { LO } else { x };
+    let clamped = x.clamp(LO, HI); // NaN stays NaN
     let t = clamped * LOG2E + ROUND;
     let n = t - ROUND;
     let r = clamped - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5; // Cephes' last term, 5.0000001201e-1, is 0.5 in f32
     let e_r = p * r * r + r + 1.0;
     // t's bits are those of 1.5·2²³ plus n; shifted by 23 only n's bits stay, in the exponent.
     let two_n = f32::from_bits(t.to_bits().wrapping_shl(23).wrapping_add(127 << 23));
