@@ -81,7 +81,9 @@ wide!(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_body(q: &[f32], k: &[f32], v: &[f32], [n_q, n_k, d]: [usize; 3], scale: f32, o: &mut [f32], lse: &mut [f32]) {
-    let mut s = vec![0f32; BLOCK * BLOCK];
+    // Scratch no larger than the head needs: temporal attention calls this for thousands of
+    // 16-token heads a step.
+    let mut s = vec![0f32; BLOCK.min(n_q) * BLOCK.min(n_k)];
     let (mut m, mut l) = ([0f32; BLOCK], [0f32; BLOCK]);
     for i0 in (0..n_q).step_by(BLOCK) {
         let br = BLOCK.min(n_q - i0);
@@ -126,7 +128,8 @@ fn backward_body(
     dv: &mut [f32],
 ) {
     let delta: Vec<f32> = (0..n_q).map(|i| d_o[i * d..(i + 1) * d].iter().zip(&o[i * d..(i + 1) * d]).map(|(a, b)| a * b).sum()).collect();
-    let (mut p, mut ds) = (vec![0f32; BLOCK * BLOCK], vec![0f32; BLOCK * BLOCK]);
+    let block = BLOCK.min(n_q) * BLOCK.min(n_k);
+    let (mut p, mut ds) = (vec![0f32; block], vec![0f32; block]);
     dq.fill(0.0);
     for j0 in (0..n_k).step_by(BLOCK) {
         let bc = BLOCK.min(n_k - j0);
