@@ -8,7 +8,7 @@
 pub mod activation;
 pub mod attention;
 pub mod config_error;
-pub mod cpu;
+mod cpu;
 pub mod diffusion;
 pub mod network;
 pub mod noise;

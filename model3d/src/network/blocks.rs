@@ -5,10 +5,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::DType;
-use crate::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
+use crate::activation::silu;
 use super::config::AttentionImpl;
 use super::conv::{ConvImpl, conv3x3};
 use super::linear::{LinearImpl, linear};

@@ -3,6 +3,7 @@
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::DType;
+
 use crate::activation::silu;
 
 /// Scale applied to λ before the Fourier features (EDM's `c_noise = ln σ / 4 = −λ/8`; DFoT's 0.125).
