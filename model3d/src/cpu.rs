@@ -1,5 +1,6 @@
 //! What the project's own CPU (burn-flex) kernels share: an `exp` loops can vectorise, a way to
-//! compile a loop a second time for AVX2 and FMA, and a tensor's values as f32 and back.
+//! compile a loop a second time for AVX2 and FMA, one-thread matrix products, and a tensor's
+//! values as f32 and back.
 
 use std::borrow::Cow;
 
@@ -56,6 +57,26 @@ macro_rules! wide {
     };
 }
 pub(crate) use wide;
+
+/// `c[m×n] = (c if accumulate, else 0) + alpha · op(a) · op(b)`, with `op(x) = xᵀ` when asked:
+/// `a` holds `[m, kk]` (or `[kk, m]` when transposed), `b` `[kk, n]` (or `[n, kk]`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(c: &mut [f32], a: &[f32], a_t: bool, b: &[f32], b_t: bool, [m, n, kk]: [usize; 3], alpha: f32, accumulate: bool) {
+    assert!(c.len() >= m * n && a.len() >= m * kk && b.len() >= kk * n, "block sizes");
+    let (a_rs, a_cs) = if a_t { (1, m) } else { (kk, 1) };
+    let (b_rs, b_cs) = if b_t { (1, kk) } else { (n, 1) };
+    // SAFETY: the assertion above keeps every access inside the three slices, `c` is borrowed
+    // mutably and distinct from `a` and `b`; gemm computes dst := 1·dst + alpha·lhs·rhs.
+    unsafe {
+        gemm::gemm(
+            m, n, kk,
+            c.as_mut_ptr(), 1, n as isize, accumulate,
+            a.as_ptr(), a_cs as isize, a_rs as isize,
+            b.as_ptr(), b_cs as isize, b_rs as isize,
+            1.0, alpha, false, false, false, gemm::Parallelism::None,
+        );
+    }
+}
 
 /// The values of a contiguous float tensor as f32: borrowed when they are f32, else converted.
 pub fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {

@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod attention;
 pub mod config_error;
+pub mod conv3x3;
 mod cpu;
 pub mod diffusion;
 pub mod network;

@@ -1,38 +1,17 @@
 //! FlashAttention-2 (Dao 2023) on the CPU for one head at a time, in f32: the forward pass keeps
 //! only the output and each row's log-sum-exp (Alg. 1), the backward pass recomputes the scores
 //! block by block from them (Alg. 2), so memory grows with `N·d`, never `N²`. The block products
-//! run through the `gemm` crate (the kernels burn-flex's own matmul uses); the row loops between
+//! run through [`crate::cpu::matmul`] (the `gemm` crate, as burn-flex's matmul); the row loops between
 //! them (maximum, `exp`, sums) are written so the compiler vectorises them, and both passes are
 //! compiled a second time for AVX2 and FMA, taken when the CPU has them ([`crate::cpu`]).
 //!
 //! Every matrix is row-major: `q` `[n_q, d]`, `k` and `v` `[n_k, d]`, `o` `[n_q, d]`, `lse` `[n_q]`.
 
-use crate::cpu::{exp, wide};
-use gemm::Parallelism;
+use crate::cpu::{exp, matmul, wide};
 
 /// Rows of queries and of keys per block: 128 was the fastest of 64 to 512 for tiny_video's
 /// heads (1024 tokens, d = 16; BENCHMARKS.md); a block of scores is 64 KiB, within L2.
 pub const BLOCK: usize = 128;
-
-/// `c[m×n] = (c if accumulate, else 0) + alpha · op(a) · op(b)`, with `op(x) = xᵀ` when asked:
-/// `a` holds `[m, kk]` (or `[kk, m]` when transposed), `b` `[kk, n]` (or `[n, kk]`).
-#[allow(clippy::too_many_arguments)]
-fn matmul(c: &mut [f32], a: &[f32], a_t: bool, b: &[f32], b_t: bool, [m, n, kk]: [usize; 3], alpha: f32, accumulate: bool) {
-    assert!(c.len() >= m * n && a.len() >= m * kk && b.len() >= kk * n, "block sizes");
-    let (a_rs, a_cs) = if a_t { (1, m) } else { (kk, 1) };
-    let (b_rs, b_cs) = if b_t { (1, kk) } else { (n, 1) };
-    // SAFETY: the assertion above keeps every access inside the three slices, `c` is borrowed
-    // mutably and distinct from `a` and `b`; gemm computes dst := 1·dst + alpha·lhs·rhs.
-    unsafe {
-        gemm::gemm(
-            m, n, kk,
-            c.as_mut_ptr(), 1, n as isize, accumulate,
-            a.as_ptr(), a_cs as isize, a_rs as isize,
-            b.as_ptr(), b_cs as isize, b_rs as isize,
-            1.0, alpha, false, false, false, Parallelism::None,
-        );
-    }
-}
 
 /// Lanes of the reductions below: independent partial results the compiler keeps in one vector.
 const LANES: usize = 8;

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConvImpl {
-    /// burn's `conv2d`.
+    /// burn's `conv2d`; on the CPU the project's operation in its place, with its own backward
+    /// pass ([`crate::conv3x3`]), as `silu` and attention are.
     #[default]
     Burn,
     /// Nine shifted matmuls over chunks of pixels (see the module documentation); the patch
@@ -30,7 +31,7 @@ pub enum ConvImpl {
 /// `conv`'s 3×3, stride-1, padding-1 convolution of `x` `[N, C, H, W]`, through `how`.
 pub fn conv3x3(conv: &Conv2d, x: Tensor<4>, how: ConvImpl) -> Tensor<4> {
     match how {
-        ConvImpl::Burn => conv.forward(x),
+        ConvImpl::Burn => crate::conv3x3::conv3x3(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val())),
         ConvImpl::Matmul => conv3x3_matmul(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), None),
     }
 }

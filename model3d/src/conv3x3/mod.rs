@@ -1,0 +1,213 @@
+//! The 3×3 convolution with stride 1 and padding 1 of the ResBlocks and the down- and upsampling
+//! layers, as one operation with its own backward pass on the CPU. burn-flex 0.22.1's `conv2d`
+//! transposes the whole input to channels-last and builds its im2col tiles on one core with a
+//! scalar loop, and its input gradient is a transposed convolution with a scalar col2im; together
+//! they took about a third of a tiny_video training step (BENCHMARKS.md). Here every image is one
+//! task: its columns are whole shifted rows of the plane, and each pass is one matrix product
+//! ([`kernel`]).
+//!
+//! The same mechanism as [`crate::attention`]: a burn backend extension (`#[backend_extension]`,
+//! routed by burn-dispatch) implemented for burn-flex, and for `Autodiff<B, C>` with a
+//! hand-written `Backward` step whose state is the input and the weight. Other devices take
+//! burn's `conv2d`.
+
+pub mod kernel;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, Shape, backend_extension};
+use burn::prelude::*;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use rayon::prelude::*;
+
+use crate::cpu::{f32_values, from_f32};
+use kernel::{Grads, Image};
+
+/// Tasks of the backward pass, each over consecutive images. Each task sums its own weight
+/// gradient and the tasks' sums are added in order, so the result depends on the batch alone,
+/// never on how rayon schedules the tasks (training resumes exactly).
+const TASKS: usize = 16;
+
+/// `y[n, o, i, j] = b[o] + Σ_{c, dy, dx} x[n, c, i + dy − 1, j + dx − 1] · W[o, c, dy, dx]`,
+/// zero outside the image: the project's operation on the CPU, burn's `conv2d` elsewhere.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]`, `weight`: `[O, C, 3, 3]`, `bias`: `[O]`; returns `[N, O, H, W]`
+pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let [o, _, kh, kw] = weight.dims();
+    assert_eq!((kh, kw), (3, 3), "a 3x3 kernel");
+    if !matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_)) {
+        return conv2d(x, weight, bias, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+    }
+    // Without a bias the op adds zeros that take no gradient: one code path, no extra pass.
+    let bias = bias.unwrap_or_else(|| Tensor::<1>::zeros([o], &weight.device()).cast(weight.dtype()));
+    Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch()))
+}
+
+#[backend_extension(Flex, Autodiff)]
+pub trait Conv3x3Backend: Backend {
+    /// `[N, C, H, W]` input, `[O, C, 3, 3]` weight, `[O]` bias → `[N, O, H, W]`.
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// The two passes on a concrete backend.
+pub trait Conv3x3Kernels: Backend {
+    fn conv3x3_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradients of the input, the weight and the bias that `wanted` asks for.
+    fn conv3x3_backward(saved: Saved<Self>, grad: FloatTensor<Self>, wanted: [bool; 3]) -> [Option<FloatTensor<Self>>; 3];
+}
+
+/// What the backward pass keeps: the forward's inputs (the bias only for its type and shape).
+#[derive(Clone, Debug)]
+pub struct Saved<B: Backend> {
+    pub x: FloatTensor<B>,
+    pub weight: FloatTensor<B>,
+    pub bias: FloatTensor<B>,
+}
+
+impl Conv3x3Backend for Flex {
+    fn conv3x3(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        Self::conv3x3_forward(x, weight, bias)
+    }
+}
+
+#[derive(Debug)]
+struct Conv3x3Backward;
+
+impl<B: Conv3x3Kernels> Backward<B, 3> for Conv3x3Backward {
+    type State = Saved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let wanted = ops.parents.each_ref().map(Option::is_some);
+        let computed = B::conv3x3_backward(ops.state, grad, wanted);
+        for (node, grad) in ops.parents.into_iter().zip(computed) {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Conv3x3Kernels, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C> {
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Compute-bound: the state is kept, never recomputed by a checkpointing strategy.
+        match Conv3x3Backward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+                let y = B::conv3x3_forward(x.clone(), weight.clone(), bias.clone());
+                prep.finish(Saved { x, weight, bias }, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv3x3_forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive())),
+        }
+    }
+}
+
+fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
+    t.layout().shape().dims()
+}
+
+impl Conv3x3Kernels for Flex {
+    fn conv3x3_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let ([n, c, h, w], [o, c_w, _, _]) = (dims(&x), dims(&weight));
+        assert_eq!(c, c_w, "the input has {c} channels, the weight {c_w}");
+        let (dtype, im) = (x.dtype(), Image { c, h, w });
+        let [x, weight, bias] = [&x, &weight, &bias].map(|t| t.to_contiguous());
+        let [x, weight, bias] = [&x, &weight, &bias].map(|t| f32_values(t));
+        let mut y = vec![0f32; n * o * h * w];
+        y.par_chunks_mut(o * h * w).zip(x.par_chunks(c * h * w)).for_each_init(
+            || vec![0f32; im.cols_len()],
+            |cols, (y, x)| kernel::forward(x, &weight, &bias, im, cols, y),
+        );
+        from_f32(y, Shape::new([n, o, h, w]), dtype)
+    }
+
+    fn conv3x3_backward(saved: Saved<Self>, grad: FlexTensor, [want_x, want_w, want_b]: [bool; 3]) -> [Option<FlexTensor>; 3] {
+        let ([n, c, h, w], [o, _, _, _]) = (dims(&saved.x), dims(&saved.weight));
+        let (x_dtype, w_dtype, im) = (saved.x.dtype(), saved.weight.dtype(), Image { c, h, w });
+        let [x, weight, dy] = [&saved.x, &saved.weight, &grad].map(|t| t.to_contiguous());
+        let [x, weight, dy] = [&x, &weight, &dy].map(|t| f32_values(t));
+        let (image, out) = (c * h * w, o * h * w);
+        let per_task = n.div_ceil(TASKS).max(1);
+        let (mut dx, mut dw, mut db) = (vec![0f32; n * image], vec![0f32; o * 9 * c], vec![0f32; o]);
+        // Each task: its images' input gradients (its own part of dx) and its own sums for dW, db.
+        let sums: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(per_task * image)
+            .enumerate()
+            .map(|(task, dx)| {
+                let (mut cols, mut dw, mut db) = (vec![0f32; im.cols_len()], vec![0f32; o * 9 * c], vec![0f32; o]);
+                for (local, dx) in dx.chunks_exact_mut(image).enumerate() {
+                    let i = task * per_task + local;
+                    let grads = Grads {
+                        dx: if want_x { Some(dx) } else { None },
+                        dw: if want_w { Some(&mut dw[..]) } else { None },
+                        db: if want_b { Some(&mut db[..]) } else { None },
+                    };
+                    kernel::backward(&x[i * image..][..image], &weight, &dy[i * out..][..out], im, &mut cols, grads);
+                }
+                (dw, db)
+            })
+            .collect();
+        for (task_dw, task_db) in sums {
+            dw.iter_mut().zip(task_dw).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(task_db).for_each(|(a, b)| *a += b);
+        }
+        [
+            want_x.then(|| from_f32(dx, Shape::new([n, c, h, w]), x_dtype)),
+            want_w.then(|| from_f32(dw, Shape::new([o, c, 3, 3]), w_dtype)),
+            want_b.then(|| from_f32(db, Shape::new([o]), saved.bias.dtype())),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{randn, relative_error};
+    use burn::tensor::DType;
+
+    /// Output and the gradients of `Σ conv(x, W, b) ∘ u` on the autodiff CPU device, as f32.
+    fn run(conv: fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>) -> Tensor<4>, [x, w, b, u]: [&Tensor<4>; 4], bias: bool, x_grad: bool, dtype: DType) -> [Option<Tensor<4>>; 4] {
+        let leaf = |t: &Tensor<4>| t.clone().autodiff().cast(dtype).require_grad();
+        let (x, w) = (if x_grad { leaf(x) } else { x.clone().autodiff().cast(dtype) }, leaf(w));
+        let b = b.clone().autodiff().cast(dtype).reshape([-1]).require_grad();
+        // The input as a transposed view: the operation must read it in its logical order.
+        let y = conv(x.clone().swap_dims(2, 3), w.clone(), bias.then(|| b.clone()));
+        let grads = (y.clone().cast(DType::F32) * u.clone().autodiff()).sum().backward();
+        let f32 = |t: Tensor<4>| t.cast(DType::F32);
+        [Some(f32(y.inner())), x.grad(&grads).map(f32), w.grad(&grads).map(f32), b.grad(&grads).map(|g| f32(g.reshape([1, 1, 1, -1])))]
+    }
+
+    fn burns(x: Tensor<4>, w: Tensor<4>, b: Option<Tensor<1>>) -> Tensor<4> {
+        conv2d(x, w, b, ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
+    }
+
+    #[test]
+    fn values_and_gradients_match_burns_conv2d_in_f32_and_bf16() {
+        // 17 images do not fill the 16 tasks evenly; a one-pixel-high plane; no bias; no input gradient.
+        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([2, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false)] {
+            let (x, weight, b) = (randn([n, c, w, h], 1), randn([o, c, 3, 3], 2), randn([1, 1, 1, o], 3));
+            let upstream = randn([n, o, h, w], 4);
+            for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+                let args = [&x, &weight, &b, &upstream];
+                let (ours, reference) = (run(conv3x3, args, bias, x_grad, dtype), run(burns, args, bias, x_grad, dtype));
+                for (name, a, r) in ["y", "dx", "dW", "db"].into_iter().zip(ours).zip(reference).map(|((n, a), r)| (n, a, r)) {
+                    match (a, r) {
+                        (Some(a), Some(r)) => {
+                            let err = relative_error(a, r);
+                            assert!(err < tolerance, "{n}x{c}x{h}x{w}→{o} {dtype:?}: {name} off by {err}");
+                        }
+                        (None, None) => {}
+                        (a, r) => panic!("{name}: ours {}, burn's {}", a.is_some(), r.is_some()),
+                    }
+                }
+            }
+        }
+    }
+}
