@@ -1,14 +1,17 @@
-//! The CPU kernels of the 3×3 convolution (stride 1, padding 1), one image at a time, in f32:
-//! im2col by taps, then one matrix product per image (Chellapilla et al. 2006). With the columns
+//! The CPU kernels of the 3×3 convolution (stride 1, padding 1), in f32: im2col by taps, then
+//! matrix products (Chellapilla et al. 2006). With the columns
 //! `cols[(c, t), p] = x_pad[c, i + dy, j + dx]` for each tap `t = 3·dy + dx` and pixel `p = (i, j)`:
-//! - forward: `y = W · cols + b`, `[O, 9C]×[9C, HW]`: `W` `[O, C, 3, 3]` is already `[O, 9C]`
-//!   in the columns' order, and `y` comes out `[O, H, W]`, the layout of the output;
-//! - input gradient: `d cols = Wᵀ · dy`, `[9C, O]×[O, HW]`, folded back onto the pixels it was
-//!   copied from (col2im);
-//! - weight gradient: `dW = Σ_n dy_n · cols_nᵀ`, `[O, HW]×[HW, 9C]`, the columns recomputed.
+//! - forward, per image: `y = W · cols + b`, `[O, 9C]×[9C, HW]`. `W` `[O, C, 3, 3]` is already
+//!   `[O, 9C]` in the columns' order, and `y` comes out `[O, H, W]`, the layout of the output.
+//! - input gradient, per image: the same convolution of `dy` with the weight flipped in space and
+//!   transposed in channels, `W'[c, o, t] = W[o, c, 8 − t]` (tap `8 − t` is the opposite shift),
+//!   so that it is again one `[C, 9O]×[9O, HW]` product rather than a `k = O` product and a
+//!   scatter back onto the pixels.
+//! - weight gradient: `dWᵀ = Σ_n cols_n · dy_nᵀ`, `[9C, HW]×[HW, O]` per image, computed for a
+//!   group of images at once with their pixels side by side, `k = images·HW`.
 //!
 //! A tap's row of `cols` is the input plane shifted by `(dy − 1, dx − 1)`: whole rows of pixels
-//! copied (or added, for col2im) at an offset, with zeros where the shift leaves the plane.
+//! copied at an offset, with zeros where the shift leaves the plane.
 
 use crate::cpu::{matmul, wide};
 
@@ -40,13 +43,14 @@ fn tap_source(t: usize, i: usize, h: usize) -> (Option<usize>, isize) {
     (row, dx as isize - 1)
 }
 
-/// `cols` `[9C, HW]` from `x` `[C, H, W]`.
+/// One image's columns from `x` `[C, H, W]`: row `r` of `[9C, HW]` at `cols[r·ld..]`.
 #[inline(always)]
-fn im2col_body(x: &[f32], im: Image, cols: &mut [f32]) {
+fn im2col_body(x: &[f32], im: Image, cols: &mut [f32], ld: usize) {
     let (hw, w) = (im.pixels(), im.w);
-    for (row_index, row) in cols.chunks_exact_mut(hw).take(9 * im.c).enumerate() {
+    for row_index in 0..9 * im.c {
         let (c, t) = (row_index / 9, row_index % 9);
         let plane = &x[c * hw..(c + 1) * hw];
+        let row = &mut cols[row_index * ld..row_index * ld + hw];
         for (i, out) in row.chunks_exact_mut(w).enumerate() {
             match tap_source(t, i, im.h) {
                 (None, _) => out.fill(0.0),
@@ -69,73 +73,59 @@ fn im2col_body(x: &[f32], im: Image, cols: &mut [f32]) {
     }
 }
 
-/// `dx` `[C, H, W]` = the sum over taps of `d cols` `[9C, HW]` moved back to the pixels each
-/// entry was copied from (the adjoint of [`im2col`]).
-#[inline(always)]
-fn col2im_body(dcols: &[f32], im: Image, dx: &mut [f32]) {
-    let (hw, w) = (im.pixels(), im.w);
-    dx.fill(0.0);
-    for (row_index, row) in dcols.chunks_exact(hw).take(9 * im.c).enumerate() {
-        let (c, t) = (row_index / 9, row_index % 9);
-        let plane = &mut dx[c * hw..(c + 1) * hw];
-        for (i, src) in row.chunks_exact(w).enumerate() {
-            let (Some(r), shift) = tap_source(t, i, im.h) else { continue };
-            let dst = &mut plane[r * w..(r + 1) * w];
-            let (dst, src) = match shift {
-                -1 => (&mut dst[..w - 1], &src[1..]),
-                0 => (dst, src),
-                _ => (&mut dst[1..], &src[..w - 1]),
-            };
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-        }
-    }
-}
-
 wide!(
-    /// Fills one image's columns `[9C, HW]` from its pixels `[C, H, W]`.
-    pub fn im2col = im2col_body(x: &[f32], im: Image, cols: &mut [f32])
-);
-wide!(
-    /// One image's input gradient `[C, H, W]` from the gradient of its columns `[9C, HW]`.
-    pub fn col2im = col2im_body(dcols: &[f32], im: Image, dx: &mut [f32])
+    /// Fills one image's columns `[9C, HW]`, row `r` at `cols[r·ld..]`, from its pixels `[C, H, W]`.
+    pub fn im2col = im2col_body(x: &[f32], im: Image, cols: &mut [f32], ld: usize)
 );
 
 /// One image's output `y` `[O, HW]` from its pixels `x` `[C, H, W]`, the weight `[O, 9C]` and the
 /// bias `[O]`; `cols` is scratch of [`Image::cols_len`].
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], im: Image, cols: &mut [f32], y: &mut [f32]) {
     let (o, hw) = (bias.len(), im.pixels());
-    im2col(x, im, cols);
+    im2col(x, im, cols, hw);
     for (row, b) in y.chunks_exact_mut(hw).zip(bias) {
         row.fill(*b);
     }
     matmul(y, weight, false, cols, false, [o, hw, 9 * im.c], 1.0, true);
 }
 
-/// What one image's backward pass adds: its input gradient `dx` `[C, H, W]` (when asked), and
-/// `dy·colsᵀ` and the row sums of `dy` onto `dw` `[O, 9C]` and `db` `[O]` (when asked).
-pub struct Grads<'a> {
-    pub dx: Option<&'a mut [f32]>,
-    pub dw: Option<&'a mut [f32]>,
-    pub db: Option<&'a mut [f32]>,
-}
-
-/// One image's backward pass from its output gradient `dy` `[O, HW]`; `cols` is scratch of
-/// [`Image::cols_len`].
-pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], im: Image, cols: &mut [f32], grads: Grads) {
-    let (hw, k) = (im.pixels(), 9 * im.c);
-    let o = dy.len() / hw;
-    if let Some(dw) = grads.dw {
-        im2col(x, im, cols);
-        matmul(dw, dy, false, cols, true, [o, k, hw], 1.0, true); // dW += dy · colsᵀ
-    }
-    if let Some(db) = grads.db {
-        for (b, row) in db.iter_mut().zip(dy.chunks_exact(hw)) {
-            *b += row.iter().sum::<f32>();
+/// The weight of the input gradient: `W'[c, o, t] = W[o, c, 8 − t]`, `[C, 9O]`, from `W` `[O, 9C]`.
+pub fn flipped(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; weight.len()];
+    for (oc, taps) in weight.chunks_exact(9).enumerate() {
+        let (o_i, c_i) = (oc / c, oc % c);
+        for (t, &v) in taps.iter().enumerate() {
+            out[(c_i * o + o_i) * 9 + 8 - t] = v;
         }
     }
-    if let Some(dx) = grads.dx {
-        matmul(cols, weight, true, dy, false, [k, hw, o], 1.0, false); // d cols = Wᵀ · dy
-        col2im(cols, im, dx);
+    out
+}
+
+/// Adds a group of images' weight and bias gradients onto `dwt` and `db` `[O]` (each when asked):
+/// `dWᵀ += [cols_1 … cols_k] · [dy_1 … dy_k]ᵀ`, one product over all their pixels, `[9C, O]`.
+/// (`dW · …` would make gemm pack the transposed `9C × k·HW` columns, the larger operand, with
+/// a strided gather: 5 % of a step, perf.) `xs` holds the images `[k, C, H, W]`, `dys` their
+/// output gradients `[k, O, H, W]`; `cols` (`k·`[`Image::cols_len`]) and `dy_wide` (`k·O·HW`)
+/// are scratch.
+pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, cols: &mut [f32], dy_wide: &mut [f32], dwt: Option<&mut [f32]>, db: Option<&mut [f32]>) {
+    let hw = im.pixels();
+    let (k, out) = (xs.len() / (im.c * hw), dys.len() / (xs.len() / (im.c * hw)));
+    let (o, ld) = (out / hw, k * hw);
+    if let Some(db) = db {
+        for dy in dys.chunks_exact(out) {
+            for (b, row) in db.iter_mut().zip(dy.chunks_exact(hw)) {
+                *b += row.iter().sum::<f32>();
+            }
+        }
+    }
+    if let Some(dwt) = dwt {
+        for (j, (x, dy)) in xs.chunks_exact(im.c * hw).zip(dys.chunks_exact(out)).enumerate() {
+            im2col(x, im, &mut cols[j * hw..], ld);
+            for (r, row) in dy.chunks_exact(hw).enumerate() {
+                dy_wide[r * ld + j * hw..][..hw].copy_from_slice(row);
+            }
+        }
+        matmul(dwt, cols, false, dy_wide, true, [9 * im.c, o, ld], 1.0, true);
     }
 }
 
@@ -185,17 +175,34 @@ mod tests {
     }
 
     #[test]
-    fn col2im_is_the_adjoint_of_im2col() {
-        // ⟨im2col(x), g⟩ = ⟨x, col2im(g)⟩ for any x and g: the input gradient of the columns.
-        for (c, h, w) in [(2, 5, 7), (3, 1, 4), (1, 6, 1), (2, 3, 3)] {
-            let im = Image { c, h, w };
-            let (x, g) = (values(c * h * w, 4), values(im.cols_len(), 5));
-            let (mut cols, mut dx) = (vec![f32::NAN; im.cols_len()], vec![f32::NAN; c * h * w]);
-            im2col(&x, im, &mut cols);
-            col2im(&g, im, &mut dx);
-            let lhs: f64 = cols.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
+    fn the_flipped_weight_gives_the_adjoint_and_grouped_products_the_sum() {
+        // ⟨conv(x; W), g⟩ = ⟨x, conv(g; W')⟩ for any x and g: W' gives the input gradient.
+        // And the weight gradient of a group equals Σ_n cols_n · g_nᵀ, one image at a time.
+        for (c, h, w, o) in [(2, 5, 7, 3), (3, 1, 4, 2), (1, 6, 1, 4), (2, 3, 3, 2)] {
+            let (im, out_im) = (Image { c, h, w }, Image { c: o, h, w });
+            let (x, weight, g) = (values(3 * c * h * w, 4), values(o * c * 9, 5), values(3 * o * h * w, 6));
+            let mut cols = vec![f32::NAN; 3 * im.cols_len().max(out_im.cols_len())];
+            let (mut y, mut dx) = (vec![0f32; o * h * w], vec![0f32; c * h * w]);
+            forward(&x[..c * h * w], &weight, &vec![0.0; o], im, &mut cols, &mut y);
+            forward(&g[..o * h * w], &flipped(&weight, o, c), &vec![0.0; c], out_im, &mut cols, &mut dx);
+            let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{c}x{h}x{w}: {lhs} against {rhs}");
+
+            let (mut grouped, mut single) = (vec![0f32; o * c * 9], vec![0f64; o * c * 9]);
+            let mut dy_wide = vec![f32::NAN; 3 * o * h * w];
+            weight_grads(&x, &g, im, &mut cols, &mut dy_wide, Some(&mut grouped), None);
+            for n in 0..3 {
+                let mut one = vec![f32::NAN; im.cols_len()];
+                im2col(&x[n * c * h * w..][..c * h * w], im, &mut one, h * w);
+                for (idx, s) in single.iter_mut().enumerate() {
+                    let (k, oi) = (idx / o, idx % o); // dWᵀ, [9C, O]
+                    *s += (0..h * w).map(|p| g[(n * o + oi) * h * w + p] as f64 * one[k * h * w + p] as f64).sum::<f64>();
+                }
+            }
+            for (a, b) in grouped.iter().zip(&single) {
+                assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{c}x{h}x{w}: dW {a} against {b}");
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
 use crate::cpu::{f32_values, from_f32};
-use kernel::{Grads, Image};
+use kernel::Image;
 
 /// Tasks of the backward pass, each over consecutive images. Each task sums its own weight
 /// gradient and the tasks' sums are added in order, so the result depends on the batch alone,
@@ -135,27 +135,33 @@ impl Conv3x3Kernels for Flex {
         let [x, weight, dy] = [&x, &weight, &dy].map(|t| f32_values(t));
         let (image, out) = (c * h * w, o * h * w);
         let per_task = n.div_ceil(TASKS).max(1);
+        let (out_im, zeros) = (Image { c: o, h, w }, vec![0f32; c]);
+        let flipped = kernel::flipped(&weight, o, c);
         let (mut dx, mut dw, mut db) = (vec![0f32; n * image], vec![0f32; o * 9 * c], vec![0f32; o]);
-        // Each task: its images' input gradients (its own part of dx) and its own sums for dW, db.
+        // Each task: its images' input gradients (its own part of dx) and its own sums for dWᵀ, db.
         let sums: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(per_task * image)
-            .enumerate()
-            .map(|(task, dx)| {
-                let (mut cols, mut dw, mut db) = (vec![0f32; im.cols_len()], vec![0f32; o * 9 * c], vec![0f32; o]);
-                for (local, dx) in dx.chunks_exact_mut(image).enumerate() {
-                    let i = task * per_task + local;
-                    let grads = Grads {
-                        dx: if want_x { Some(dx) } else { None },
-                        dw: if want_w { Some(&mut dw[..]) } else { None },
-                        db: if want_b { Some(&mut db[..]) } else { None },
-                    };
-                    kernel::backward(&x[i * image..][..image], &weight, &dy[i * out..][..out], im, &mut cols, grads);
+            .zip(x.par_chunks(per_task * image).zip(dy.par_chunks(per_task * out)))
+            .map(|(dx, (x, dy))| {
+                let images = x.len() / image;
+                let mut cols = vec![0f32; (images * im.cols_len()).max(out_im.cols_len())];
+                let (mut dwt, mut db) = (vec![0f32; 9 * c * o], vec![0f32; o]);
+                if want_w || want_b {
+                    let mut dy_wide = vec![0f32; if want_w { dy.len() } else { 0 }];
+                    kernel::weight_grads(x, dy, im, &mut cols, &mut dy_wide, want_w.then_some(&mut dwt[..]), want_b.then_some(&mut db[..]));
                 }
-                (dw, db)
+                if want_x {
+                    for (dx, dy) in dx.chunks_exact_mut(image).zip(dy.chunks_exact(out)) {
+                        kernel::forward(dy, &flipped, &zeros, out_im, &mut cols, dx);
+                    }
+                }
+                (dwt, db)
             })
             .collect();
-        for (task_dw, task_db) in sums {
-            dw.iter_mut().zip(task_dw).for_each(|(a, b)| *a += b);
+        for (task_dwt, task_db) in sums {
+            for (k, row) in task_dwt.chunks_exact(o).enumerate() {
+                row.iter().enumerate().for_each(|(oi, v)| dw[oi * 9 * c + k] += v);
+            }
             db.iter_mut().zip(task_db).for_each(|(a, b)| *a += b);
         }
         [
