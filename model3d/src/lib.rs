@@ -14,6 +14,7 @@ pub mod diffusion;
 pub mod network;
 pub mod noise;
 pub mod philox;
+pub mod rms_norm;
 pub mod sampler;
 pub mod schedule;
 #[cfg(test)]

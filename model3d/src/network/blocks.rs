@@ -9,6 +9,7 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
 use crate::activation::silu;
+use crate::rms_norm::rms_norm;
 use super::config::AttentionImpl;
 use super::conv::{ConvImpl, conv3x3};
 use super::linear::{LinearImpl, linear};
@@ -144,14 +145,14 @@ impl TransformerBlock {
         let (heads, head_dim, n) = (self.heads, c / self.heads, t * s);
         let film = self.film.forward(emb).reshape([b, t, 1, 2 * c]);
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
-        let u = modulate(in_f32(x.clone(), |x| self.norm.forward(x)), scale, shift).reshape([b, n, c]);
+        let u = modulate(in_f32(x.clone(), |x| rms_norm(&self.norm, x)), scale, shift).reshape([b, n, c]);
         let how = linear_how(self.chunked_linear);
         let proj = linear(&self.qkv_mlp, u, how); // [B, N, 3C + 4C]
         let split_heads = |start: usize| {
             proj.clone().narrow(2, start, c).reshape([b, n, heads, head_dim]).swap_dims(1, 2) // [B, h, N, Dh]
         };
-        let q = rope.apply(in_f32(split_heads(0), |q| self.q_norm.forward(q)));
-        let k = rope.apply(in_f32(split_heads(c), |k| self.k_norm.forward(k)));
+        let q = rope.apply(in_f32(split_heads(0), |q| rms_norm(&self.q_norm, q)));
+        let k = rope.apply(in_f32(split_heads(c), |k| rms_norm(&self.k_norm, k)));
         let v = split_heads(2 * c);
         let attn = attend(q, k, v, self.flash); // [B, h, N, Dh]
         let attn = attn.swap_dims(1, 2).reshape([b, n, c]);
@@ -208,12 +209,12 @@ impl TemporalBlock {
         let tokens = x.clone().reshape([b, t, c, s]).permute([0, 3, 1, 2]);
         let film = self.film.forward(emb).reshape([b, 1, t, 2 * c]);
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
-        let u = modulate(in_f32(tokens, |x| self.norm.forward(x)), scale, shift).reshape([b * s, t, c]);
+        let u = modulate(in_f32(tokens, |x| rms_norm(&self.norm, x)), scale, shift).reshape([b * s, t, c]);
         let how = linear_how(self.chunked_linear);
         let qkv = linear(&self.qkv, u, how); // [B·S, T, 3C]
         let split_heads = |start: usize| qkv.clone().narrow(2, start, c).reshape([b * s, t, heads, head_dim]).swap_dims(1, 2); // [B·S, h, T, Dh]
-        let q = rope.apply(in_f32(split_heads(0), |q| self.q_norm.forward(q)));
-        let k = rope.apply(in_f32(split_heads(c), |k| self.k_norm.forward(k)));
+        let q = rope.apply(in_f32(split_heads(0), |q| rms_norm(&self.q_norm, q)));
+        let k = rope.apply(in_f32(split_heads(c), |k| rms_norm(&self.k_norm, k)));
         let attn = attend(q, k, split_heads(2 * c), self.flash); // [B·S, h, T, Dh]
         let update = linear(&self.out, attn.swap_dims(1, 2).reshape([b * s, t, c]), how); // [B·S, T, C]
         // [B, S, T, C] -> [B·T, C, H, W]
