@@ -15,6 +15,7 @@ pub mod network;
 pub mod noise;
 pub mod philox;
 pub mod rms_norm;
+pub mod rotary;
 pub mod sampler;
 pub mod schedule;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! 3-D rotary position embedding for joint space-time attention (RoFormer, Su et al. 2021,
 //! eq. 34, in the rotate-half layout), one band of frequencies per axis (t, y, x).
 
+use burn::backend::DispatchDevice;
 use burn::prelude::*;
 
 const BASE: f64 = 10_000.0;
@@ -57,17 +58,25 @@ impl Rope {
     }
 
     /// Rotates `x` by each token's angles: `x·cos + rotate_half(x)·sin`, in `x`'s type (the
-    /// tables are built in f64 and stored in f32).
+    /// tables are built in f64 and stored in f32); on the CPU as one operation with its own
+    /// backward pass ([`crate::rotary`]).
     ///
     /// # Shapes
     /// - `x`: `[B, heads, N, D]`
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let (cos, sin) = (self.cos.clone().cast(x.dtype()), self.sin.clone().cast(x.dtype()));
+        match x.device().inner().as_dispatch() {
+            DispatchDevice::Flex(_) => crate::rotary::rotate(x, cos, sin),
+            _ => Self::composed(x, cos, sin),
+        }
+    }
+
+    /// The rotation in burn's tensor ops.
+    pub(crate) fn composed(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
         let [_, _, n, d] = x.dims();
         let half = d / 2;
         let rotated = Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
-        let cos = self.cos.clone().reshape([1, 1, n, d]).cast(x.dtype());
-        let sin = self.sin.clone().reshape([1, 1, n, d]).cast(x.dtype());
-        x * cos + rotated * sin
+        x * cos.reshape([1, 1, n, d]) + rotated * sin.reshape([1, 1, n, d])
     }
 }
 
@@ -105,5 +114,28 @@ mod tests {
         // Different offsets along an axis give different similarities: position is encoded.
         assert!((dot(tok(0, 0, 0), tok(0, 0, 1)) - dot(tok(0, 0, 0), tok(0, 0, 3))).abs() > 1e-3);
         assert!((dot(tok(0, 0, 0), tok(1, 0, 0)) - dot(tok(0, 0, 0), tok(2, 0, 0))).abs() > 1e-3);
+    }
+
+    #[test]
+    fn the_cpu_operation_matches_the_tensor_ops_in_value_and_gradient() {
+        let device = Device::flex();
+        let (b, h, d) = (2, 3, 12);
+        let rope = Rope::new(d, [2, 3, 4], &device.clone().autodiff());
+        let n = 24;
+        let x = Tensor::<4>::from_data(TensorData::new(crate::noise::gaussian(1, b * h * n * d), [b, h, d, n]), &device);
+        let u = Tensor::<4>::from_data(TensorData::new(crate::noise::gaussian(2, b * h * n * d), [b, h, n, d]), &device).autodiff();
+        let run = |ours: bool| {
+            let x = x.clone().autodiff().require_grad();
+            // A transposed view: the operation must read it in its logical order.
+            let input = x.clone().swap_dims(2, 3);
+            let y = if ours { rope.apply(input) } else { Rope::composed(input, rope.cos.clone(), rope.sin.clone()) };
+            let grads = (y.clone() * u.clone()).sum().backward();
+            (y.inner(), x.grad(&grads).expect("a gradient"))
+        };
+        let (ours, reference) = (run(true), run(false));
+        for (name, a, r) in [("y", ours.0, reference.0), ("dx", ours.1, reference.1)] {
+            let err = ((a - r.clone()).abs().max() / r.abs().max()).into_scalar::<f32>();
+            assert!(err < 1e-6, "{name} off by {err}");
+        }
     }
 }
