@@ -11,6 +11,7 @@ pub mod config_error;
 pub mod conv3x3;
 mod cpu;
 pub mod diffusion;
+pub mod group_norm;
 pub mod network;
 pub mod noise;
 pub mod philox;

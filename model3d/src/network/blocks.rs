@@ -9,6 +9,7 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
 use crate::activation::silu;
+use crate::group_norm::group_norm;
 use crate::rms_norm::rms_norm;
 use super::config::AttentionImpl;
 use super::conv::{ConvImpl, conv3x3};
@@ -89,10 +90,10 @@ impl ResBlock {
     /// - `emb`: `[N, E]`
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         let [n, c, _, _] = x.dims();
-        let h = conv3x3(&self.conv1, silu(in_f32(x.clone(), |x| self.norm1.forward(x))), how(self.matmul_conv));
+        let h = conv3x3(&self.conv1, silu(in_f32(x.clone(), |x| group_norm(&self.norm1, x))), how(self.matmul_conv));
         let film = self.film.forward(emb).reshape([n, 2 * c, 1, 1]);
         let (scale, shift) = (film.clone().narrow(1, 0, c), film.narrow(1, c, c));
-        let h = modulate(in_f32(h, |h| self.norm2.forward(h)), scale, shift);
+        let h = modulate(in_f32(h, |h| group_norm(&self.norm2, h)), scale, shift);
         x + conv3x3(&self.conv2, self.dropout.forward(silu(h)), how(self.matmul_conv))
     }
 }
