@@ -13,7 +13,7 @@ use crate::group_norm::group_norm;
 use crate::rms_norm::rms_norm;
 use super::config::AttentionImpl;
 use super::conv::{ConvImpl, conv3x3};
-use super::linear::{LinearImpl, linear};
+use super::linear::{LinearImpl, linear, linear_parts};
 use super::rope::Rope;
 
 /// The convolution form a module's `matmul_conv` flag stands for (modules keep a flag: a
@@ -148,16 +148,13 @@ impl TransformerBlock {
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
         let u = modulate(in_f32(x.clone(), |x| rms_norm(&self.norm, x)), scale, shift).reshape([b, n, c]);
         let how = linear_how(self.chunked_linear);
-        let proj = linear(&self.qkv_mlp, u, how); // [B, N, 3C + 4C]
-        let split_heads = |start: usize| {
-            proj.clone().narrow(2, start, c).reshape([b, n, heads, head_dim]).swap_dims(1, 2) // [B, h, N, Dh]
-        };
-        let q = rope.apply(in_f32(split_heads(0), |q| rms_norm(&self.q_norm, q)));
-        let k = rope.apply(in_f32(split_heads(c), |k| rms_norm(&self.k_norm, k)));
-        let v = split_heads(2 * c);
-        let attn = attend(q, k, v, self.flash); // [B, h, N, Dh]
+        let [q, k, v, mlp]: [Tensor<3>; 4] = linear_parts(&self.qkv_mlp, u, &[c, c, c, MLP_RATIO * c], how).try_into().expect("four parts");
+        let split_heads = |t: Tensor<3>| t.reshape([b, n, heads, head_dim]).swap_dims(1, 2); // [B, h, N, Dh]
+        let q = rope.apply(in_f32(split_heads(q), |q| rms_norm(&self.q_norm, q)));
+        let k = rope.apply(in_f32(split_heads(k), |k| rms_norm(&self.k_norm, k)));
+        let attn = attend(q, k, split_heads(v), self.flash); // [B, h, N, Dh]
         let attn = attn.swap_dims(1, 2).reshape([b, n, c]);
-        let mlp = silu(proj.narrow(2, 3 * c, MLP_RATIO * c));
+        let mlp = silu(mlp);
         let update = linear(&self.attn_out, attn, how) + linear(&self.mlp_out, self.dropout.forward(mlp), how);
         x + update.reshape([b, t, s, c])
     }
@@ -212,11 +209,11 @@ impl TemporalBlock {
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
         let u = modulate(in_f32(tokens, |x| rms_norm(&self.norm, x)), scale, shift).reshape([b * s, t, c]);
         let how = linear_how(self.chunked_linear);
-        let qkv = linear(&self.qkv, u, how); // [B·S, T, 3C]
-        let split_heads = |start: usize| qkv.clone().narrow(2, start, c).reshape([b * s, t, heads, head_dim]).swap_dims(1, 2); // [B·S, h, T, Dh]
-        let q = rope.apply(in_f32(split_heads(0), |q| rms_norm(&self.q_norm, q)));
-        let k = rope.apply(in_f32(split_heads(c), |k| rms_norm(&self.k_norm, k)));
-        let attn = attend(q, k, split_heads(2 * c), self.flash); // [B·S, h, T, Dh]
+        let [q, k, v]: [Tensor<3>; 3] = linear_parts(&self.qkv, u, &[c, c, c], how).try_into().expect("three parts"); // [B·S, T, C]
+        let split_heads = |x: Tensor<3>| x.reshape([b * s, t, heads, head_dim]).swap_dims(1, 2); // [B·S, h, T, Dh]
+        let q = rope.apply(in_f32(split_heads(q), |q| rms_norm(&self.q_norm, q)));
+        let k = rope.apply(in_f32(split_heads(k), |k| rms_norm(&self.k_norm, k)));
+        let attn = attend(q, k, split_heads(v), self.flash); // [B·S, h, T, Dh]
         let update = linear(&self.out, attn.swap_dims(1, 2).reshape([b * s, t, c]), how); // [B·S, T, C]
         // [B, S, T, C] -> [B·T, C, H, W]
         x + update.reshape([b, s, t, c]).permute([0, 2, 3, 1]).reshape([n, c, h, w])

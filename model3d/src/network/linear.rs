@@ -44,6 +44,34 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>, how: LinearImpl) -> 
     }
 }
 
+/// `layer` applied to `x` `[..., in]` as one product per consecutive range of `widths` output
+/// columns: the same values as narrowing the whole output, without the narrowing's backward pass,
+/// which writes every part's gradient into a zero tensor of the whole output's size before the
+/// parts are summed (four full-size passes for a block's q, k, v and MLP). Here the parts'
+/// gradients meet in the input's `[..., in]` and the weight's `[in, out]` instead.
+pub fn linear_parts<const D: usize>(layer: &Linear, x: Tensor<D>, widths: &[usize], how: LinearImpl) -> Vec<Tensor<D>> {
+    let (weight, bias) = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+    assert_eq!(widths.iter().sum::<usize>(), weight.dims()[1], "the parts cover the output");
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product();
+    let x2 = x.reshape([rows, dims[D - 1]]);
+    let mut start = 0;
+    widths
+        .iter()
+        .map(|&width| {
+            let (w, b) = (weight.clone().narrow(1, start, width), bias.clone().map(|b| b.narrow(0, start, width)));
+            start += width;
+            let y = match how {
+                LinearImpl::Burn => burn::tensor::module::linear(x2.clone(), w, b),
+                LinearImpl::Chunked => linear_chunked(x2.clone(), w, b, None),
+            };
+            let mut out = dims;
+            out[D - 1] = width;
+            y.reshape(out)
+        })
+        .collect()
+}
+
 /// Whether a layer takes the transposed form: its weight gradient `[in, R]×[R, out]` would
 /// otherwise have `m = in ≥ 4 out`.
 pub fn transposed(d_in: usize, d_out: usize) -> bool {
@@ -127,6 +155,30 @@ mod tests {
                 let (a, r) = (ours.3.unwrap(), theirs.3.unwrap());
                 assert!((a - r).abs().max().into_scalar::<f32>() < 1e-4);
             }
+        }
+    }
+
+    #[test]
+    fn parts_equal_the_narrowed_output_in_value_and_gradient() {
+        let ad = Device::flex().autodiff();
+        let layer = burn::nn::LinearConfig::new(6, 10).init(&ad);
+        let x = randn([2, 5, 6], 1).autodiff().require_grad();
+        let u = randn([2, 5, 10], 2).autodiff();
+        for how in [LinearImpl::Burn, LinearImpl::Chunked] {
+            let run = |parts: Vec<Tensor<3>>| {
+                let y = Tensor::cat(parts, 2);
+                let grads = (y.clone() * u.clone()).sum().backward();
+                let g = |p: &burn::module::Param<Tensor<2>>| p.grad(&grads).expect("a gradient");
+                let bias = layer.bias.as_ref().expect("a bias").grad(&grads).expect("a gradient");
+                (y.inner(), x.grad(&grads).expect("a gradient"), g(&layer.weight), bias)
+            };
+            let whole = linear(&layer, x.clone(), how);
+            let ours = run(linear_parts(&layer, x.clone(), &[3, 2, 5], how));
+            let reference = run(vec![whole.clone().narrow(2, 0, 3), whole.clone().narrow(2, 3, 2), whole.narrow(2, 5, 5)]);
+            for (name, err) in [("y", relative_error(ours.0, reference.0)), ("dx", relative_error(ours.1, reference.1)), ("dW", relative_error(ours.2, reference.2))] {
+                assert!(err < 1e-6, "{how:?}: {name} off by {err}");
+            }
+            assert!(relative_error(ours.3.unsqueeze::<2>(), reference.3.unsqueeze::<2>()) < 1e-6, "{how:?}: db");
         }
     }
 }
