@@ -149,7 +149,7 @@ impl TransformerBlock {
         let u = modulate(in_f32(x.clone(), |x| rms_norm(&self.norm, x)), scale, shift).reshape([b, n, c]);
         let how = linear_how(self.chunked_linear);
         let [q, k, v, mlp]: [Tensor<3>; 4] = linear_parts(&self.qkv_mlp, u, &[c, c, c, MLP_RATIO * c], how).try_into().expect("four parts");
-        let split_heads = |t: Tensor<3>| t.reshape([b, n, heads, head_dim]).swap_dims(1, 2); // [B, h, N, Dh]
+        let split_heads = |part: Tensor<3>| part.reshape([b, n, heads, head_dim]).swap_dims(1, 2); // [B, h, N, Dh]
         let q = rope.apply(in_f32(split_heads(q), |q| rms_norm(&self.q_norm, q)));
         let k = rope.apply(in_f32(split_heads(k), |k| rms_norm(&self.k_norm, k)));
         let attn = attend(q, k, split_heads(v), self.flash); // [B, h, N, Dh]
@@ -210,7 +210,7 @@ impl TemporalBlock {
         let u = modulate(in_f32(tokens, |x| rms_norm(&self.norm, x)), scale, shift).reshape([b * s, t, c]);
         let how = linear_how(self.chunked_linear);
         let [q, k, v]: [Tensor<3>; 3] = linear_parts(&self.qkv, u, &[c, c, c], how).try_into().expect("three parts"); // [B·S, T, C]
-        let split_heads = |x: Tensor<3>| x.reshape([b * s, t, heads, head_dim]).swap_dims(1, 2); // [B·S, h, T, Dh]
+        let split_heads = |part: Tensor<3>| part.reshape([b * s, t, heads, head_dim]).swap_dims(1, 2); // [B·S, h, T, Dh]
         let q = rope.apply(in_f32(split_heads(q), |q| rms_norm(&self.q_norm, q)));
         let k = rope.apply(in_f32(split_heads(k), |k| rms_norm(&self.k_norm, k)));
         let attn = attend(q, k, split_heads(v), self.flash); // [B·S, h, T, Dh]

@@ -1,5 +1,6 @@
-//! 3×3 convolutions (stride 1, padding 1) either through burn's `conv2d` or as matrix products
-//! over the nine shifted copies of the input (im2col by taps):
+//! 3×3 convolutions (stride 1, padding 1) either through burn's `conv2d` (on the CPU the
+//! project's own operation, [`crate::conv3x3`]) or as matrix products over the nine shifted
+//! copies of the input (im2col by taps), in burn tensor ops:
 //! `y[n, o, h, w] = b[o] + Σ_{dy, dx} Σ_c x_pad[n, c, h + dy, w + dx] · W[o, c, dy, dx]`.
 //!
 //! The matmul form computes `yᵀ = W · colsᵀ` per chunk of `R` pixels, the chunks as one batch:
