@@ -78,6 +78,11 @@ pub fn matmul(c: &mut [f32], a: &[f32], a_t: bool, b: &[f32], b_t: bool, [m, n, 
     }
 }
 
+/// A tensor's `D` dimensions.
+pub fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
+    t.layout().shape().dims()
+}
+
 /// The values of a contiguous float tensor as f32: borrowed when they are f32, else converted.
 pub fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.dtype() {

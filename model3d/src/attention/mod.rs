@@ -25,7 +25,7 @@ use burn::prelude::*;
 use burn::tensor::ops::AttentionModuleOptions;
 use rayon::prelude::*;
 
-use crate::cpu::{f32_values, from_f32};
+use crate::cpu::{dims, f32_values, from_f32};
 
 /// Attention of `[B, H, N, D]` queries over keys and values, scale `1/√D`. Routes to the
 /// project's operation on the CPU (with or without autodiff) and under autodiff on CUDA.
@@ -133,7 +133,7 @@ impl<B: FlashKernels, C: CheckpointStrategy> FlashAttentionBackend for Autodiff<
 impl FlashKernels for Flex {
     fn flash_forward(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> (FlexTensor, FlexTensor) {
         let dtype = q.dtype();
-        let ([b, h, n_q, d], n_k) = (dims(&q), dims(&k)[2]);
+        let ([b, h, n_q, d], n_k) = (dims(&q), dims::<4>(&k)[2]);
         let [q, k, v] = [&q, &k, &v].map(|t| t.to_contiguous());
         let [q, k, v] = [&q, &k, &v].map(|t| f32_values(t));
         let (mut o, mut lse) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_q]);
@@ -146,7 +146,7 @@ impl FlashKernels for Flex {
 
     fn flash_backward(s: Saved<Self>, d_o: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
         let dtype = s.q.dtype();
-        let ([b, h, n_q, d], n_k) = (dims(&s.q), dims(&s.k)[2]);
+        let ([b, h, n_q, d], n_k) = (dims(&s.q), dims::<4>(&s.k)[2]);
         let tensors = [&s.q, &s.k, &s.v, &s.o, &d_o, &s.lse].map(|t| t.to_contiguous());
         let [q, k, v, o, d_o, lse] = tensors.each_ref().map(|t| f32_values(t));
         let (mut dq, mut dk, mut dv) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_k * d], vec![0f32; b * h * n_k * d]);
@@ -174,6 +174,3 @@ impl FlashKernels for burn::backend::Cube {
     }
 }
 
-fn dims(t: &FlexTensor) -> [usize; 4] {
-    t.layout().shape().dims::<4>()
-}

@@ -26,7 +26,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
-use crate::cpu::{f32_values, from_f32};
+use crate::cpu::{dims, f32_values, from_f32};
 use kernel::Image;
 
 /// Tasks of the backward pass, each over consecutive images. Each task sums its own weight
@@ -107,10 +107,6 @@ impl<B: Conv3x3Kernels, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
             OpsKind::UnTracked(prep) => prep.finish(B::conv3x3_forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive())),
         }
     }
-}
-
-fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
-    t.layout().shape().dims()
 }
 
 impl Conv3x3Kernels for Flex {
