@@ -34,16 +34,10 @@ impl Image {
     }
 }
 
-/// For tap `t` and output row `i`: the input row it reads (`None` in the padding) and the
-/// horizontal shift `dx − 1`.
-#[inline(always)]
-fn tap_source(t: usize, i: usize, h: usize) -> (Option<usize>, isize) {
-    let (dy, dx) = (t / 3, t % 3);
-    let row = (i + dy).checked_sub(1).filter(|&r| r < h);
-    (row, dx as isize - 1)
-}
-
-/// One image's columns from `x` `[C, H, W]`: row `r` of `[9C, HW]` at `cols[r·ld..]`.
+/// One image's columns from `x` `[C, H, W]`: row `r` of `[9C, HW]` at `cols[r·ld..]`. Tap
+/// `(dy, dx)` reads pixel `p + (dy − 1)·W + (dx − 1)` for output pixel `p`: one copy of the whole
+/// plane at that offset, then zeros where the shift leaves the plane (the rows above or below
+/// it, and the column that wrapped around from the neighbouring row).
 #[inline(always)]
 fn im2col_body(x: &[f32], im: Image, cols: &mut [f32], ld: usize) {
     let (hw, w) = (im.pixels(), im.w);
@@ -51,24 +45,22 @@ fn im2col_body(x: &[f32], im: Image, cols: &mut [f32], ld: usize) {
         let (c, t) = (row_index / 9, row_index % 9);
         let plane = &x[c * hw..(c + 1) * hw];
         let row = &mut cols[row_index * ld..row_index * ld + hw];
-        for (i, out) in row.chunks_exact_mut(w).enumerate() {
-            match tap_source(t, i, im.h) {
-                (None, _) => out.fill(0.0),
-                (Some(r), shift) => {
-                    let src = &plane[r * w..(r + 1) * w];
-                    match shift {
-                        -1 => {
-                            out[0] = 0.0;
-                            out[1..].copy_from_slice(&src[..w - 1]);
-                        }
-                        0 => out.copy_from_slice(src),
-                        _ => {
-                            out[..w - 1].copy_from_slice(&src[1..]);
-                            out[w - 1] = 0.0;
-                        }
-                    }
-                }
-            }
+        let offset = (t / 3) as isize * w as isize + (t % 3) as isize - 1 - w as isize;
+        let skip = offset.unsigned_abs().min(hw);
+        if offset >= 0 {
+            row[..hw - skip].copy_from_slice(&plane[skip..]);
+            row[hw - skip..].fill(0.0);
+        } else {
+            row[skip..].copy_from_slice(&plane[..hw - skip]);
+            row[..skip].fill(0.0);
+        }
+        let wrapped = match t % 3 {
+            0 => Some(0),
+            2 => Some(w - 1),
+            _ => None,
+        };
+        if let Some(column) = wrapped {
+            row.iter_mut().skip(column).step_by(w).for_each(|v| *v = 0.0);
         }
     }
 }
