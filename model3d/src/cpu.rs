@@ -1,6 +1,6 @@
 //! What the project's own CPU (burn-flex) kernels share: an `exp` loops can vectorise, a way to
 //! compile a loop a second time for AVX2 and FMA, one-thread matrix products, and a tensor's
-//! values as f32 and back.
+//! values as f32 and back, in its logical order or in the order a permuted view stores them.
 
 use std::borrow::Cow;
 
@@ -83,12 +83,54 @@ pub fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
     t.layout().shape().dims()
 }
 
-/// The values of a contiguous float tensor as f32: borrowed when they are f32, else converted.
+/// `t` itself when it is contiguous or its elements fill its storage exactly once in some order
+/// of its dimensions, as `swap_dims` and `permute` leave a contiguous tensor. Else a contiguous
+/// copy. A kernel that reads such a tensor through its [`strides`] (and writes its
+/// output in the same order, [`with_strides`]) spares the copy a permuted view would cost.
+pub fn dense(t: &FlexTensor) -> FlexTensor {
+    let layout = t.layout();
+    let shape = layout.shape();
+    let mut dims: Vec<(usize, isize)> = (0..shape.num_dims()).map(|i| (shape[i], layout.strides()[i])).filter(|&(n, _)| n > 1).collect();
+    dims.sort_by_key(|&(_, stride)| std::cmp::Reverse(stride));
+    let mut expected = 1isize;
+    let packed = dims.iter().rev().all(|&(n, stride)| {
+        let next = stride == expected;
+        expected *= n as isize;
+        next
+    });
+    let fills_storage = layout.start_offset() == 0 && t.bytes().len() == layout.num_elements() * t.dtype().size();
+    if t.is_contiguous() || (packed && fills_storage) { t.clone() } else { t.to_contiguous() }
+}
+
+/// The strides of a tensor from [`dense`], in elements.
+pub fn strides<const D: usize>(t: &FlexTensor) -> [usize; D] {
+    let strides = t.layout().strides();
+    assert!(strides.len() == D && strides.iter().all(|&s| s >= 0), "a tensor of {D} dimensions from cpu::dense, not strides {strides:?}");
+    std::array::from_fn(|i| strides[i] as usize)
+}
+
+/// Strides `[.., N·D, D, 1]` of a contiguous tensor of `dims`.
+pub fn contiguous_strides<const D: usize>(dims: [usize; D]) -> [usize; D] {
+    let mut strides = [1; D];
+    for i in (0..D.saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * dims[i + 1];
+    }
+    strides
+}
+
+/// The values of a float tensor as f32, in the order it stores them: a contiguous tensor's in
+/// its logical order, a permuted one's from [`dense`] as [`strides`] places them. Borrowed when
+/// they are f32, else converted.
 pub fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    // A permuted tensor's storage holds exactly its values (`dense`).
+    fn whole<'a, E>(storage: &'a [E], t: &FlexTensor) -> &'a [E] {
+        assert_eq!(storage.len(), t.layout().num_elements(), "a contiguous tensor or one from cpu::dense");
+        storage
+    }
     match t.dtype() {
-        DType::F32 => Cow::Borrowed(t.as_slice::<f32>().expect("a contiguous tensor")),
-        DType::BF16 => Cow::Owned(t.as_slice::<bf16>().expect("a contiguous tensor").iter().map(|x| x.to_f32()).collect()),
-        DType::F16 => Cow::Owned(t.as_slice::<f16>().expect("a contiguous tensor").iter().map(|x| x.to_f32()).collect()),
+        DType::F32 => Cow::Borrowed(t.as_slice::<f32>().unwrap_or_else(|| whole(t.storage::<f32>(), t))),
+        DType::BF16 => Cow::Owned(t.as_slice::<bf16>().unwrap_or_else(|| whole(t.storage::<bf16>(), t)).iter().map(|x| x.to_f32()).collect()),
+        DType::F16 => Cow::Owned(t.as_slice::<f16>().unwrap_or_else(|| whole(t.storage::<f16>(), t)).iter().map(|x| x.to_f32()).collect()),
         other => panic!("the project's CPU kernels take f32, bf16 or f16 tensors, not {other:?}"),
     }
 }
@@ -103,9 +145,65 @@ pub fn from_f32(values: Vec<f32>, shape: Shape, dtype: DType) -> FlexTensor {
     }
 }
 
+/// `t`'s values (stored contiguously) read as a tensor of `dims` whose elements lie at `strides`:
+/// how a kernel returns its output in the order of an input from [`dense`].
+pub fn with_strides<const D: usize>(t: FlexTensor, dims: [usize; D], strides: [usize; D]) -> FlexTensor {
+    t.with_layout(Layout::new(Shape::new(dims), strides.map(|s| s as isize).to_vec(), 0))
+}
+
+/// Rows of one output that parallel tasks write, each its own rows, when the rows of a task do
+/// not form one slice (heads of a tensor stored token-major).
+pub struct SharedRows<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _values: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `SharedRows` hands out writes only through `write`, whose caller guarantees that no two
+// tasks write the same element; the borrow it was made from keeps the values alive.
+unsafe impl Send for SharedRows<'_> {}
+unsafe impl Sync for SharedRows<'_> {}
+
+impl<'a> SharedRows<'a> {
+    pub fn new(values: &'a mut [f32]) -> Self {
+        Self { ptr: values.as_mut_ptr(), len: values.len(), _values: std::marker::PhantomData }
+    }
+
+    /// Copies `row` to `offset`.
+    ///
+    /// # Safety
+    /// No other task reads or writes `offset..offset + row.len()` while the rows are shared.
+    pub unsafe fn write(&self, offset: usize, row: &[f32]) {
+        assert!(offset + row.len() <= self.len, "row {offset}..{} out of {}", offset + row.len(), self.len);
+        // SAFETY: in bounds (asserted); the caller guarantees the range is this task's alone.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.ptr.add(offset), row.len()) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dense_keeps_permuted_views_in_place_and_copies_the_rest() {
+        let values: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let t = FlexTensor::from_data(burn::tensor::TensorData::new(values.clone(), [2, 3, 4]));
+        let same = |a: &FlexTensor, b: &FlexTensor| std::sync::Arc::ptr_eq(&a.data_arc(), &b.data_arc());
+        // A permutation: read in place, its values in storage order, placed by its strides.
+        let view = t.permute(&[2, 0, 1]);
+        let kept = dense(&view);
+        assert!(same(&kept, &t));
+        assert_eq!(strides::<3>(&kept), [1, 12, 4]);
+        assert_eq!(f32_values(&kept)[..], values[..]);
+        // A narrowed view leaves part of its storage out; a broadcast one reads its first half
+        // twice (as many elements as the storage holds).
+        let broadcast = t.clone().with_layout(Layout::new(Shape::new([2, 3, 4]), vec![0, 4, 1], 0));
+        for copied in [t.narrow(2, 1, 2), broadcast] {
+            let out = dense(&copied);
+            assert!(!same(&out, &t) && out.is_contiguous());
+        }
+        assert_eq!(contiguous_strides([2, 3, 4]), [12, 4, 1]);
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_the_exact_value_over_the_f32_range() {

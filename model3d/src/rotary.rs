@@ -18,14 +18,13 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, Shape, backend_extension};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu::{f32_values, from_f32, wide};
+use crate::cpu::{contiguous_strides, dense, dims, f32_values, from_f32, strides, wide, with_strides};
 
-/// Elements per parallel task, whole tables of `N` tokens: large enough that splitting costs
-/// nothing next to the work.
+/// Elements per parallel task: large enough that splitting costs nothing next to the work.
 const CHUNK: usize = 1 << 14;
 
 /// `x∘cos + rot(x)∘sin` on the CPU device.
@@ -38,7 +37,7 @@ pub fn rotate(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
 
 #[backend_extension(Flex, Autodiff)]
 pub trait RotaryBackend: Backend {
-    /// `x∘cos + rot(x)∘sin` for `x` `[.., N, D]` and tables `[N, D]`.
+    /// `x∘cos + rot(x)∘sin` for `x` `[B, H, N, D]` and tables `[N, D]`.
     fn rotate(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
@@ -86,12 +85,23 @@ impl<B: RotaryKernels, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
     }
 }
 
-/// `y = x∘cos + rot(x)∘sin`, or with `inverse`, `y = x∘cos + rotᵀ(x∘sin)`, for rows of `d`
-/// values that cycle through the tables' rows.
+/// Where each stored row of `x` `[B, H, N, D]` takes its angles: row `r` (of `D` values) is token
+/// `(r / per_token) mod N`. `per_token` is 1 for a contiguous `x`, `H` for heads stored
+/// token-major (`[B, N, H, D]` seen as `[B, H, N, D]`).
+#[derive(Clone, Copy, Debug)]
+struct Tokens {
+    n: usize,
+    per_token: usize,
+}
+
+/// `y = x∘cos + rot(x)∘sin`, or with `inverse`, `y = x∘cos + rotᵀ(x∘sin)`, for stored rows
+/// `first..` of `d` values.
 #[inline(always)]
-fn rotate_body(x: &[f32], cos: &[f32], sin: &[f32], d: usize, inverse: bool, y: &mut [f32]) {
+fn rotate_body(x: &[f32], cos: &[f32], sin: &[f32], d: usize, tokens: Tokens, first: usize, inverse: bool, y: &mut [f32]) {
     let half = d / 2;
-    for ((x, y), (cos, sin)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(cos.chunks_exact(d).zip(sin.chunks_exact(d)).cycle()) {
+    for (r, (x, y)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
+        let token = (first + r) / tokens.per_token % tokens.n;
+        let (cos, sin) = (&cos[token * d..][..d], &sin[token * d..][..d]);
         let ((x1, x2), (y1, y2)) = (x.split_at(half), y.split_at_mut(half));
         let ((c1, c2), (s1, s2)) = (cos.split_at(half), sin.split_at(half));
         for j in 0..half {
@@ -107,22 +117,26 @@ fn rotate_body(x: &[f32], cos: &[f32], sin: &[f32], d: usize, inverse: bool, y: 
 }
 
 wide!(
-    /// One chunk of whole tables' worth of rows.
-    fn rotate_rows = rotate_body(x: &[f32], cos: &[f32], sin: &[f32], d: usize, inverse: bool, y: &mut [f32])
+    /// One chunk of stored rows, from row `first`.
+    fn rotate_rows = rotate_body(x: &[f32], cos: &[f32], sin: &[f32], d: usize, tokens: Tokens, first: usize, inverse: bool, y: &mut [f32])
 );
 
-/// The rotation (or its transpose) of `x` `[.., N, D]` by tables `[N, D]`, in `x`'s type.
+/// The rotation (or its transpose) of `x` `[B, H, N, D]` by tables `[N, D]`, in `x`'s type and
+/// in the order `x` stores its values (contiguous, or heads stored token-major).
 fn rotate_flex(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, inverse: bool) -> FlexTensor {
-    let (shape, dtype) = (x.layout().shape().clone(), x.dtype());
-    let [x, cos, sin] = [&x, &cos, &sin].map(|t| t.to_contiguous());
+    let (dims, dtype) = (dims::<4>(&x), x.dtype());
+    let x = dense(&x);
+    let mut strides = strides::<4>(&x);
+    let x = if strides[3] == 1 || dims[3] == 1 { x } else { strides = contiguous_strides(dims); x.to_contiguous() };
+    let [cos, sin] = [&cos, &sin].map(|t| t.to_contiguous());
     let [x, cos, sin] = [&x, &cos, &sin].map(|t| f32_values(t));
-    let d = shape[shape.num_dims() - 1];
-    let table = cos.len();
-    assert_eq!(x.len() % table, 0, "a [.., N, D] input for [N, D] tables");
-    let chunk = (CHUNK / table).max(1) * table;
+    let [_, _, n, d] = dims;
+    assert_eq!(cos.len(), n * d, "tables [N, D] for an input {dims:?}");
+    let tokens = Tokens { n, per_token: (strides[2] / d).max(1) };
+    let rows = (CHUNK / d).max(1);
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| rotate_rows(x, &cos, &sin, d, inverse, y));
-    from_f32(y, shape, dtype)
+    y.par_chunks_mut(rows * d).zip(x.par_chunks(rows * d)).enumerate().for_each(|(i, (y, x))| rotate_rows(x, &cos, &sin, d, tokens, i * rows, inverse, y));
+    with_strides(from_f32(y, Shape::new(dims), dtype), dims, strides)
 }
 
 impl RotaryKernels for Flex {

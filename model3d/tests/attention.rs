@@ -1,6 +1,6 @@
 //! The project's attention operation against burn's decomposed attention: values and gradients
 //! (dq, dk, dv) on random inputs, f32 and bf16, token counts on and off the block size, head
-//! widths 8 to 128, one token, scores spanning a large range; the tensor-op version used on CUDA;
+//! widths 8 to 128, one token, heads stored head-major and token-major, scores spanning a large range; the tensor-op version used on CUDA;
 //! and a small model trained with each path on real frames.
 
 mod common;
@@ -43,7 +43,13 @@ fn values_and_gradients_match_the_decomposed_path() {
     let cases = [(2, 3, 1, 8, 1.0), (1, 2, 17, 16, 1.0), (2, 2, block, 32, 1.0), (1, 2, block + 2, 64, 1.0), (1, 1, 100, 128, 1.0), (1, 2, 70, 16, 8.0), (1, 1, 2 * block + 44, 16, 1.0)];
     for (i, &(b, h, n, d, spread)) in cases.iter().enumerate() {
         let seed = 10 * i as u64;
-        let inputs = [randn([b, h, n, d], seed, spread), randn([b, h, n, d], seed + 1, spread), randn([b, h, n, d], seed + 2, 1.0), randn([b, h, n, d], seed + 3, 1.0)];
+        // Every other case takes q, k and v as the blocks do: token-major [B, N, H, D] seen as
+        // [B, H, N, D]; the operation reads them in place and writes its results in that order.
+        let heads = |seed, spread| match i % 2 {
+            0 => randn([b, h, n, d], seed, spread),
+            _ => randn([b, n, h, d], seed, spread).swap_dims(1, 2),
+        };
+        let inputs = [heads(seed, spread), heads(seed + 1, spread), heads(seed + 2, 1.0), randn([b, h, n, d], seed + 3, 1.0)];
         // f32: the two paths differ only by summation order. bf16: the operation computes in f32
         // from bf16 inputs and rounds its results to bf16 (2^-9 relative); the reference is the
         // decomposed path in f32 on the same bf16-rounded inputs.

@@ -11,6 +11,7 @@
 //! burn tensor ops. Without autodiff on CUDA, burn's fused flash forward runs instead.
 
 pub mod composed;
+pub mod heads;
 pub mod kernel;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -25,7 +26,8 @@ use burn::prelude::*;
 use burn::tensor::ops::AttentionModuleOptions;
 use rayon::prelude::*;
 
-use crate::cpu::{dims, f32_values, from_f32};
+use crate::cpu::{SharedRows, dense, dims, f32_values, from_f32, strides, with_strides};
+use heads::Heads;
 
 /// Attention of `[B, H, N, D]` queries over keys and values, scale `1/√D`. Routes to the
 /// project's operation on the CPU (with or without autodiff) and under autodiff on CUDA.
@@ -130,32 +132,73 @@ impl<B: FlashKernels, C: CheckpointStrategy> FlashAttentionBackend for Autodiff<
     }
 }
 
+/// One parallel task's scratch: its heads gathered when they do not lie contiguous, and its
+/// outputs before they are written into the output's order.
+#[derive(Default)]
+struct Scratch {
+    inputs: [Vec<f32>; 5],
+    outputs: [Vec<f32>; 3],
+}
+
+/// A tensor from [`dense`] and its heads' places.
+fn heads_of(t: &FlexTensor) -> (FlexTensor, Heads) {
+    let t = dense(t);
+    let heads = Heads::new(dims(&t), strides(&t));
+    (t, heads)
+}
+
+/// One output per task's buffer, written in the order of `like`, `[B, H, N, D]`.
+fn output(values: Vec<f32>, like: &Heads, dims: [usize; 4], dtype: DType) -> FlexTensor {
+    with_strides(from_f32(values, Shape::new(dims), dtype), dims, like.output(dims).strides())
+}
+
 impl FlashKernels for Flex {
     fn flash_forward(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> (FlexTensor, FlexTensor) {
         let dtype = q.dtype();
         let ([b, h, n_q, d], n_k) = (dims(&q), dims::<4>(&k)[2]);
-        let [q, k, v] = [&q, &k, &v].map(|t| t.to_contiguous());
+        let [(q, q_heads), (k, k_heads), (v, v_heads)] = [&q, &k, &v].map(heads_of);
         let [q, k, v] = [&q, &k, &v].map(|t| f32_values(t));
         let (mut o, mut lse) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_q]);
-        o.par_chunks_mut(n_q * d).zip(lse.par_chunks_mut(n_q)).enumerate().for_each(|(i, (o, lse))| {
-            let (qi, ki, vi) = (&q[i * n_q * d..][..n_q * d], &k[i * n_k * d..][..n_k * d], &v[i * n_k * d..][..n_k * d]);
-            kernel::forward(qi, ki, vi, [n_q, n_k, d], scale, o, lse);
+        let o_heads = q_heads.output([b, h, n_q, d]);
+        let o_rows = SharedRows::new(&mut o);
+        lse.par_chunks_mut(n_q).enumerate().for_each_init(Scratch::default, |scratch, (i, lse)| {
+            let (bi, hi) = (i / h, i % h);
+            let [sq, sk, sv, _, _] = &mut scratch.inputs;
+            let (qi, ki, vi) = (q_heads.read(&q, bi, hi, sq), k_heads.read(&k, bi, hi, sk), v_heads.read(&v, bi, hi, sv));
+            let o_i = &mut scratch.outputs[0];
+            o_i.resize(n_q * d, 0.0);
+            kernel::forward(qi, ki, vi, [n_q, n_k, d], scale, o_i, lse);
+            // SAFETY: head (bi, hi) belongs to this task alone.
+            unsafe { o_heads.write(&o_rows, bi, hi, o_i) };
         });
-        (from_f32(o, Shape::new([b, h, n_q, d]), dtype), from_f32(lse, Shape::new([b, h, n_q, 1]), DType::F32))
+        (output(o, &q_heads, [b, h, n_q, d], dtype), from_f32(lse, Shape::new([b, h, n_q, 1]), DType::F32))
     }
 
     fn flash_backward(s: Saved<Self>, d_o: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
         let dtype = s.q.dtype();
         let ([b, h, n_q, d], n_k) = (dims(&s.q), dims::<4>(&s.k)[2]);
-        let tensors = [&s.q, &s.k, &s.v, &s.o, &d_o, &s.lse].map(|t| t.to_contiguous());
-        let [q, k, v, o, d_o, lse] = tensors.each_ref().map(|t| f32_values(t));
+        let [(q, q_heads), (k, k_heads), (v, v_heads), (o, o_heads), (d_o, d_o_heads)] = [&s.q, &s.k, &s.v, &s.o, &d_o].map(heads_of);
+        let lse = s.lse.to_contiguous();
+        let [q, k, v, o, d_o, lse] = [&q, &k, &v, &o, &d_o, &lse].map(|t| f32_values(t));
+        let (q_dims, k_dims) = ([b, h, n_q, d], [b, h, n_k, d]);
         let (mut dq, mut dk, mut dv) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_k * d], vec![0f32; b * h * n_k * d]);
-        let (nq, nk) = (n_q * d, n_k * d);
-        dq.par_chunks_mut(nq).zip(dk.par_chunks_mut(nk)).zip(dv.par_chunks_mut(nk)).enumerate().for_each(|(i, ((dq, dk), dv))| {
-            let head = [&q[i * nq..][..nq], &k[i * nk..][..nk], &v[i * nk..][..nk], &o[i * nq..][..nq], &d_o[i * nq..][..nq]];
-            kernel::backward(head, &lse[i * n_q..][..n_q], [n_q, n_k, d], s.scale, dq, dk, dv);
+        let out_heads = [q_heads.output(q_dims), k_heads.output(k_dims), v_heads.output(k_dims)];
+        let out_rows = [&mut dq, &mut dk, &mut dv].map(|t| SharedRows::new(t));
+        (0..b * h).into_par_iter().for_each_init(Scratch::default, |scratch, i| {
+            let (bi, hi) = (i / h, i % h);
+            let [sq, sk, sv, so, sd] = &mut scratch.inputs;
+            let head = [q_heads.read(&q, bi, hi, sq), k_heads.read(&k, bi, hi, sk), v_heads.read(&v, bi, hi, sv), o_heads.read(&o, bi, hi, so), d_o_heads.read(&d_o, bi, hi, sd)];
+            let [dq_i, dk_i, dv_i] = &mut scratch.outputs;
+            dq_i.resize(n_q * d, 0.0);
+            dk_i.resize(n_k * d, 0.0);
+            dv_i.resize(n_k * d, 0.0);
+            kernel::backward(head, &lse[i * n_q..][..n_q], [n_q, n_k, d], s.scale, dq_i, dk_i, dv_i);
+            for ((heads, rows), grad) in out_heads.iter().zip(&out_rows).zip([&*dq_i, &*dk_i, &*dv_i]) {
+                // SAFETY: head (bi, hi) belongs to this task alone.
+                unsafe { heads.write(rows, bi, hi, grad) };
+            }
         });
-        (from_f32(dq, Shape::new([b, h, n_q, d]), dtype), from_f32(dk, Shape::new([b, h, n_k, d]), dtype), from_f32(dv, Shape::new([b, h, n_k, d]), dtype))
+        (output(dq, &q_heads, q_dims, dtype), output(dk, &k_heads, k_dims, dtype), output(dv, &v_heads, k_dims, dtype))
     }
 }
 

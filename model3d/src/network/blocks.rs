@@ -149,10 +149,12 @@ impl TransformerBlock {
         let u = modulate(in_f32(x.clone(), |x| rms_norm(&self.norm, x)), scale, shift).reshape([b, n, c]);
         let how = linear_how(self.chunked_linear);
         let [q, k, v, mlp]: [Tensor<3>; 4] = linear_parts(&self.qkv_mlp, u, &[c, c, c, MLP_RATIO * c], how).try_into().expect("four parts");
-        let split_heads = |part: Tensor<3>| part.reshape([b, n, heads, head_dim]).swap_dims(1, 2); // [B, h, N, Dh]
-        let q = rope.apply(in_f32(split_heads(q), |q| rms_norm(&self.q_norm, q)));
-        let k = rope.apply(in_f32(split_heads(k), |k| rms_norm(&self.k_norm, k)));
-        let attn = attend(q, k, split_heads(v), self.flash); // [B, h, N, Dh]
+        // Heads as views of the token-major projections, [B, N, h, Dh] seen as [B, h, N, Dh]; the
+        // QK norms act on each head's row before the view, so nothing is copied into head order.
+        let split_heads = |part: Tensor<3>| part.reshape([b, n, heads, head_dim]);
+        let q = rope.apply(in_f32(split_heads(q), |q| rms_norm(&self.q_norm, q)).swap_dims(1, 2));
+        let k = rope.apply(in_f32(split_heads(k), |k| rms_norm(&self.k_norm, k)).swap_dims(1, 2));
+        let attn = attend(q, k, split_heads(v).swap_dims(1, 2), self.flash); // [B, h, N, Dh]
         let attn = attn.swap_dims(1, 2).reshape([b, n, c]);
         let mlp = silu(mlp);
         let update = linear(&self.attn_out, attn, how) + linear(&self.mlp_out, self.dropout.forward(mlp), how);
@@ -210,10 +212,11 @@ impl TemporalBlock {
         let u = modulate(in_f32(tokens, |x| rms_norm(&self.norm, x)), scale, shift).reshape([b * s, t, c]);
         let how = linear_how(self.chunked_linear);
         let [q, k, v]: [Tensor<3>; 3] = linear_parts(&self.qkv, u, &[c, c, c], how).try_into().expect("three parts"); // [B·S, T, C]
-        let split_heads = |part: Tensor<3>| part.reshape([b * s, t, heads, head_dim]).swap_dims(1, 2); // [B·S, h, T, Dh]
-        let q = rope.apply(in_f32(split_heads(q), |q| rms_norm(&self.q_norm, q)));
-        let k = rope.apply(in_f32(split_heads(k), |k| rms_norm(&self.k_norm, k)));
-        let attn = attend(q, k, split_heads(v), self.flash); // [B·S, h, T, Dh]
+        // Heads as views of the projections, as in the TransformerBlock.
+        let split_heads = |part: Tensor<3>| part.reshape([b * s, t, heads, head_dim]); // [B·S, T, h, Dh]
+        let q = rope.apply(in_f32(split_heads(q), |q| rms_norm(&self.q_norm, q)).swap_dims(1, 2));
+        let k = rope.apply(in_f32(split_heads(k), |k| rms_norm(&self.k_norm, k)).swap_dims(1, 2));
+        let attn = attend(q, k, split_heads(v).swap_dims(1, 2), self.flash); // [B·S, h, T, Dh]
         let update = linear(&self.out, attn.swap_dims(1, 2).reshape([b * s, t, c]), how); // [B·S, T, C]
         // [B, S, T, C] -> [B·T, C, H, W]
         x + update.reshape([b, s, t, c]).permute([0, 2, 3, 1]).reshape([n, c, h, w])

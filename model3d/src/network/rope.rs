@@ -122,20 +122,27 @@ mod tests {
         let (b, h, d) = (2, 3, 12);
         let rope = Rope::new(d, [2, 3, 4], &device.clone().autodiff());
         let n = 24;
-        let x = Tensor::<4>::from_data(TensorData::new(crate::noise::gaussian(1, b * h * n * d), [b, h, d, n]), &device);
         let u = Tensor::<4>::from_data(TensorData::new(crate::noise::gaussian(2, b * h * n * d), [b, h, n, d]), &device).autodiff();
-        let run = |ours: bool| {
-            let x = x.clone().autodiff().require_grad();
-            // A transposed view: the operation must read it in its logical order.
-            let input = x.clone().swap_dims(2, 3);
-            let y = if ours { rope.apply(input) } else { Rope::composed(input, rope.cos.clone(), rope.sin.clone()) };
-            let grads = (y.clone() * u.clone()).sum().backward();
-            (y.inner(), x.grad(&grads).expect("a gradient"))
-        };
-        let (ours, reference) = (run(true), run(false));
-        for (name, a, r) in [("y", ours.0, reference.0), ("dx", ours.1, reference.1)] {
-            let err = ((a - r.clone()).abs().max() / r.abs().max()).into_scalar::<f32>();
-            assert!(err < 1e-6, "{name} off by {err}");
+        // Views the operation reads in their logical order: tokens and widths transposed
+        // (copied first), and heads stored token-major, [B, N, H, D] (read and written in place).
+        let values = crate::noise::gaussian(1, b * h * n * d);
+        let views: [(Tensor<4>, fn(Tensor<4>) -> Tensor<4>); 2] = [
+            (Tensor::from_data(TensorData::new(values.clone(), [b, h, d, n]), &device), |x| x.swap_dims(2, 3)),
+            (Tensor::from_data(TensorData::new(values, [b, n, h, d]), &device), |x| x.swap_dims(1, 2)),
+        ];
+        for (x, view) in views {
+            let run = |ours: bool| {
+                let x = x.clone().autodiff().require_grad();
+                let input = view(x.clone());
+                let y = if ours { rope.apply(input) } else { Rope::composed(input, rope.cos.clone(), rope.sin.clone()) };
+                let grads = (y.clone() * u.clone()).sum().backward();
+                (y.inner(), x.grad(&grads).expect("a gradient"))
+            };
+            let (ours, reference) = (run(true), run(false));
+            for (name, a, r) in [("y", ours.0, reference.0), ("dx", ours.1, reference.1)] {
+                let err = ((a - r.clone()).abs().max() / r.abs().max()).into_scalar::<f32>();
+                assert!(err < 1e-6, "{name} off by {err}");
+            }
         }
     }
 }
