@@ -185,6 +185,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn matmul_matches_the_plain_sum_in_every_orientation() {
+        // [m, n, kk]: a temporal head's scores and its output, odd sizes, and larger blocks.
+        for [m, n, kk] in [[16, 16, 8], [16, 8, 16], [5, 3, 7], [40, 33, 32]] {
+            let values = |len: usize, seed: usize| -> Vec<f32> { (0..len).map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect() };
+            let (a, b, c0) = (values(m * kk, 1), values(kk * n, 2), values(m * n, 3));
+            for (a_t, b_t, accumulate) in [(false, false, true), (false, true, false), (true, false, true), (true, true, false)] {
+                let at = |i: usize, p: usize| if a_t { a[p * m + i] } else { a[i * kk + p] } as f64;
+                let bt = |p: usize, j: usize| if b_t { b[j * kk + p] } else { b[p * n + j] } as f64;
+                let mut c = c0.clone();
+                matmul(&mut c, &a, a_t, &b, b_t, [m, n, kk], 0.5, accumulate);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = if accumulate { c0[i * n + j] as f64 } else { 0.0 } + 0.5 * (0..kk).map(|p| at(i, p) * bt(p, j)).sum::<f64>();
+                        assert!((c[i * n + j] as f64 - want).abs() < 1e-5, "[{m}, {n}, {kk}] a_t {a_t} b_t {b_t}: {} against {want}", c[i * n + j]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn dense_keeps_permuted_views_in_place_and_copies_the_rest() {
         let values: Vec<f32> = (0..24).map(|i| i as f32).collect();
         let t = FlexTensor::from_data(burn::tensor::TensorData::new(values.clone(), [2, 3, 4]));
