@@ -5,10 +5,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
 
 use crate::activation::silu;
+use crate::avg_pool::avg_pool2x2;
 use crate::group_norm::group_norm;
 use crate::rms_norm::rms_norm;
 use super::config::AttentionImpl;
@@ -237,7 +236,7 @@ impl Downsample {
 
     /// `[N, C_in, H, W] -> [N, C_out, H/2, W/2]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let pooled = avg_pool2d(x, AvgPoolOptions::new([2, 2]));
+        let pooled = avg_pool2x2(x);
         conv3x3(&self.conv, pooled, how(self.matmul_conv))
     }
 }
