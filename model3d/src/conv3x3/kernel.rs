@@ -10,8 +10,8 @@
 //! - weight gradient: `dWᵀ = Σ_n cols_n · dy_nᵀ`, `[9C, HW]×[HW, O]` per image, computed for a
 //!   group of images at once with their pixels side by side, `k = images·HW`.
 //!
-//! A tap's row of `cols` is the input plane shifted by `(dy − 1, dx − 1)`: whole rows of pixels
-//! copied at an offset, with zeros where the shift leaves the plane.
+//! A tap's row of `cols` is the input plane shifted by `(dy − 1, dx − 1)`: the whole plane copied
+//! at one offset, with zeros where the shift leaves it ([`im2col`]).
 
 use crate::cpu::{matmul, wide};
 

@@ -3,7 +3,7 @@
 //! transposes the whole input to channels-last and builds its im2col tiles on one core with a
 //! scalar loop, and its input gradient is a transposed convolution with a scalar col2im; together
 //! they took about a third of a tiny_video training step (BENCHMARKS.md). Here every image is one
-//! task: its columns are whole shifted rows of the plane, and each pass is one matrix product
+//! task: each tap's columns are one shifted copy of the plane, and each pass is one matrix product
 //! ([`kernel`]).
 //!
 //! The same mechanism as [`crate::attention`]: a burn backend extension (`#[backend_extension]`,
