@@ -135,24 +135,29 @@ impl Conv3x3Kernels for Flex {
         let flipped = kernel::flipped(&weight, o, c);
         let (mut dx, mut dw, mut db) = (vec![0f32; n * image], vec![0f32; o * 9 * c], vec![0f32; o]);
         // Each task: its images' input gradients (its own part of dx) and its own sums for dWᵀ, db.
+        // Scratch kept across the tasks a thread runs: im2col and the gradient copy write every
+        // element they read, so it is never zeroed again.
         let sums: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(per_task * image)
             .zip(x.par_chunks(per_task * image).zip(dy.par_chunks(per_task * out)))
-            .map(|(dx, (x, dy))| {
-                let images = x.len() / image;
-                let mut cols = vec![0f32; (images * im.cols_len()).max(out_im.cols_len())];
-                let (mut dwt, mut db) = (vec![0f32; 9 * c * o], vec![0f32; o]);
-                if want_w || want_b {
-                    let mut dy_wide = vec![0f32; if want_w { dy.len() } else { 0 }];
-                    kernel::weight_grads(x, dy, im, &mut cols, &mut dy_wide, want_w.then_some(&mut dwt[..]), want_b.then_some(&mut db[..]));
-                }
-                if want_x {
-                    for (dx, dy) in dx.chunks_exact_mut(image).zip(dy.chunks_exact(out)) {
-                        kernel::forward(dy, &flipped, &zeros, out_im, &mut cols, dx);
+            .map_init(
+                || (Vec::new(), Vec::new()),
+                |(cols, dy_wide): &mut (Vec<f32>, Vec<f32>), (dx, (x, dy))| {
+                    let images = x.len() / image;
+                    cols.resize(cols.len().max((images * im.cols_len()).max(out_im.cols_len())), 0.0);
+                    let (mut dwt, mut db) = (vec![0f32; 9 * c * o], vec![0f32; o]);
+                    if want_w || want_b {
+                        dy_wide.resize(dy_wide.len().max(if want_w { dy.len() } else { 0 }), 0.0);
+                        kernel::weight_grads(x, dy, im, cols, dy_wide, want_w.then_some(&mut dwt[..]), want_b.then_some(&mut db[..]));
                     }
-                }
-                (dwt, db)
-            })
+                    if want_x {
+                        for (dx, dy) in dx.chunks_exact_mut(image).zip(dy.chunks_exact(out)) {
+                            kernel::forward(dy, &flipped, &zeros, out_im, cols, dx);
+                        }
+                    }
+                    (dwt, db)
+                },
+            )
             .collect();
         for (task_dwt, task_db) in sums {
             for (k, row) in task_dwt.chunks_exact(o).enumerate() {
