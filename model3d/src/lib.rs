@@ -6,8 +6,8 @@
 //! written out, with its sources, in `docs/method.md`.
 
 pub mod activation;
-pub mod avg_pool;
 pub mod attention;
+pub mod avg_pool;
 pub mod config_error;
 pub mod conv3x3;
 mod cpu;

@@ -1,7 +1,8 @@
 //! The project's attention operation against burn's decomposed attention: values and gradients
 //! (dq, dk, dv) on random inputs, f32 and bf16, token counts on and off the block size, head
-//! widths 8 to 128, one token, heads stored head-major and token-major, scores spanning a large range; the tensor-op version used on CUDA;
-//! and a small model trained with each path on real frames.
+//! widths 8 to 128, one token, heads stored head-major and token-major, scores spanning a large
+//! range; the tensor-op version used on CUDA; and a small model trained with each path on real
+//! frames.
 
 mod common;
 

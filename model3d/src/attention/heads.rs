@@ -6,30 +6,19 @@
 
 use crate::cpu::{SharedRows, contiguous_strides};
 
-/// The strides of a `[B, H, N, D]` tensor and its rows' length `D`.
+/// The dimensions `[B, H, N, D]` of a tensor and its strides (in elements).
 #[derive(Clone, Copy, Debug)]
 pub struct Heads {
-    strides: [usize; 4],
-    d: usize,
-    n: usize,
+    pub dims: [usize; 4],
+    pub strides: [usize; 4],
 }
 
 impl Heads {
-    /// A tensor of `dims` with `strides` (in elements).
-    pub fn new([_, _, n, d]: [usize; 4], strides: [usize; 4]) -> Self {
-        Self { strides, d, n }
-    }
-
-    /// The order to write an output of these dimensions in: this one when its rows are runs of
+    /// The order to write an output of the same dimensions in: this one when its rows are runs of
     /// `D` values (any order of the other dimensions), else contiguous.
-    pub fn output(&self, dims: [usize; 4]) -> Heads {
-        let strides = if self.strides[3] == 1 || self.d == 1 { self.strides } else { contiguous_strides(dims) };
-        Heads::new(dims, strides)
-    }
-
-    /// The strides, for the output tensor's layout.
-    pub fn strides(&self) -> [usize; 4] {
-        self.strides
+    pub fn output(&self) -> Heads {
+        let strides = if self.strides[3] == 1 || self.dims[3] == 1 { self.strides } else { contiguous_strides(self.dims) };
+        Heads { dims: self.dims, strides }
     }
 
     /// Where row `i` of head `(b, h)` starts.
@@ -40,7 +29,7 @@ impl Heads {
     /// Head `(b, h)` of `values` as `[N, D]` rows: borrowed when they lie contiguous, else
     /// gathered into `scratch`.
     pub fn read<'a>(&self, values: &'a [f32], b: usize, h: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
-        let (n, d, step) = (self.n, self.d, self.strides[3]);
+        let ([_, _, n, d], step) = (self.dims, self.strides[3]);
         let start = self.row(b, h, 0);
         if (step == 1 || d == 1) && (self.strides[2] == d || n == 1) {
             return &values[start..start + n * d];
@@ -63,8 +52,8 @@ impl Heads {
     /// # Safety
     /// No other task writes head `(b, h)` of `out` meanwhile.
     pub unsafe fn write(&self, out: &SharedRows, b: usize, h: usize, rows: &[f32]) {
-        debug_assert!(self.strides[3] == 1 || self.d == 1, "an order from Heads::output");
-        for (i, row) in rows.chunks_exact(self.d).enumerate() {
+        debug_assert!(self.strides[3] == 1 || self.dims[3] == 1, "an order from Heads::output");
+        for (i, row) in rows.chunks_exact(self.dims[3]).enumerate() {
             // SAFETY: the rows of head (b, h) are its own (the caller's guarantee).
             unsafe { out.write(self.row(b, h, i), row) };
         }
@@ -80,7 +69,7 @@ mod tests {
         // [B, N, H, D] = [2, 3, 4, 5] stored token-major, seen as [B, H, N, D].
         let (b, n, h, d) = (2, 3, 4, 5);
         let dims = [b, h, n, d];
-        let heads = Heads::new(dims, [n * h * d, d, h * d, 1]);
+        let heads = Heads { dims, strides: [n * h * d, d, h * d, 1] };
         let values: Vec<f32> = (0..b * n * h * d).map(|i| i as f32).collect();
         let mut out = vec![f32::NAN; values.len()];
         let shared = SharedRows::new(&mut out);
@@ -93,12 +82,12 @@ mod tests {
                 }
             }
             // SAFETY: one head at a time.
-            unsafe { heads.output(dims).write(&shared, bi, hi, &rows) };
+            unsafe { heads.output().write(&shared, bi, hi, &rows) };
         }
         drop(shared);
         assert_eq!(out, values);
         // A contiguous head is borrowed as it lies.
-        let contiguous = Heads::new(dims, contiguous_strides(dims));
+        let contiguous = Heads { dims, strides: contiguous_strides(dims) };
         assert_eq!(contiguous.read(&values, 1, 2, &mut scratch).as_ptr(), values[(4 + 2) * n * d..].as_ptr());
     }
 }

@@ -143,13 +143,13 @@ struct Scratch {
 /// A tensor from [`dense`] and its heads' places.
 fn heads_of(t: &FlexTensor) -> (FlexTensor, Heads) {
     let t = dense(t);
-    let heads = Heads::new(dims(&t), strides(&t));
+    let heads = Heads { dims: dims(&t), strides: strides(&t) };
     (t, heads)
 }
 
-/// One output per task's buffer, written in the order of `like`, `[B, H, N, D]`.
-fn output(values: Vec<f32>, like: &Heads, dims: [usize; 4], dtype: DType) -> FlexTensor {
-    with_strides(from_f32(values, Shape::new(dims), dtype), dims, like.output(dims).strides())
+/// An output's values, stored in `order` (an order from [`Heads::output`]), as a tensor.
+fn stored_in(order: &Heads, values: Vec<f32>, dtype: DType) -> FlexTensor {
+    with_strides(from_f32(values, Shape::new(order.dims), dtype), order.dims, order.strides)
 }
 
 impl FlashKernels for Flex {
@@ -159,7 +159,7 @@ impl FlashKernels for Flex {
         let [(q, q_heads), (k, k_heads), (v, v_heads)] = [&q, &k, &v].map(heads_of);
         let [q, k, v] = [&q, &k, &v].map(|t| f32_values(t));
         let (mut o, mut lse) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_q]);
-        let o_heads = q_heads.output([b, h, n_q, d]);
+        let o_heads = q_heads.output();
         let o_rows = SharedRows::new(&mut o);
         lse.par_chunks_mut(n_q).enumerate().for_each_init(Scratch::default, |scratch, (i, lse)| {
             let (bi, hi) = (i / h, i % h);
@@ -171,7 +171,7 @@ impl FlashKernels for Flex {
             // SAFETY: head (bi, hi) belongs to this task alone.
             unsafe { o_heads.write(&o_rows, bi, hi, o_i) };
         });
-        (output(o, &q_heads, [b, h, n_q, d], dtype), from_f32(lse, Shape::new([b, h, n_q, 1]), DType::F32))
+        (stored_in(&o_heads, o, dtype), from_f32(lse, Shape::new([b, h, n_q, 1]), DType::F32))
     }
 
     fn flash_backward(s: Saved<Self>, d_o: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
@@ -180,9 +180,8 @@ impl FlashKernels for Flex {
         let [(q, q_heads), (k, k_heads), (v, v_heads), (o, o_heads), (d_o, d_o_heads)] = [&s.q, &s.k, &s.v, &s.o, &d_o].map(heads_of);
         let lse = s.lse.to_contiguous();
         let [q, k, v, o, d_o, lse] = [&q, &k, &v, &o, &d_o, &lse].map(|t| f32_values(t));
-        let (q_dims, k_dims) = ([b, h, n_q, d], [b, h, n_k, d]);
         let (mut dq, mut dk, mut dv) = (vec![0f32; b * h * n_q * d], vec![0f32; b * h * n_k * d], vec![0f32; b * h * n_k * d]);
-        let out_heads = [q_heads.output(q_dims), k_heads.output(k_dims), v_heads.output(k_dims)];
+        let out_heads = [q_heads.output(), k_heads.output(), v_heads.output()];
         let out_rows = [&mut dq, &mut dk, &mut dv].map(|t| SharedRows::new(t));
         (0..b * h).into_par_iter().for_each_init(Scratch::default, |scratch, i| {
             let (bi, hi) = (i / h, i % h);
@@ -198,7 +197,8 @@ impl FlashKernels for Flex {
                 unsafe { heads.write(rows, bi, hi, grad) };
             }
         });
-        (output(dq, &q_heads, q_dims, dtype), output(dk, &k_heads, k_dims, dtype), output(dv, &v_heads, k_dims, dtype))
+        let [dq_order, dk_order, dv_order] = &out_heads;
+        (stored_in(dq_order, dq, dtype), stored_in(dk_order, dk, dtype), stored_in(dv_order, dv, dtype))
     }
 }
 
