@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// `dir/.name.partial.ext`: hidden, and keeping the extension so FFmpeg still picks the muxer.
+/// `dir/.name.partial-PID.ext`: hidden, this process's own (two processes writing the same file,
+/// such as a run's report, never share a temporary), and keeping the extension so FFmpeg still
+/// picks the muxer.
 pub fn partial_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial.{ext}"))
+    path.with_file_name(format!(".{name}.partial-{}.{ext}", std::process::id()))
 }
 
 /// Lets `write` fill the temporary file, then moves it into place; after a failure the temporary

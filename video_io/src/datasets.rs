@@ -67,13 +67,25 @@ impl KineticsRow {
     }
 }
 
+/// The columns of the official Kinetics CSVs.
+const KINETICS_COLUMNS: [&str; 5] = ["label", "youtube_id", "time_start", "time_end", "split"];
+
+/// The rows of a Kinetics annotation CSV; a file without its columns or without rows is refused.
 pub fn read_kinetics_csv(path: &Path) -> Result<Vec<KineticsRow>> {
     let mut reader = csv::Reader::from_path(path).map_err(|e| Error::corrupt(path, e))?;
-    reader
+    let headers = reader.headers().map_err(|e| Error::corrupt(path, format!("not a Kinetics annotation CSV ({e})")))?.clone();
+    if let Some(column) = KINETICS_COLUMNS.iter().find(|c| !headers.iter().any(|h| h.trim() == **c)) {
+        return Err(Error::corrupt(path, format!("not a Kinetics annotation CSV: no `{column}` column (expected {})", KINETICS_COLUMNS.join(","))));
+    }
+    let rows: Vec<KineticsRow> = reader
         .deserialize()
         .enumerate()
         .map(|(i, row)| row.map_err(|e| Error::corrupt(path, format!("row {}: {e}", i + 2))))
-        .collect()
+        .collect::<Result<_>>()?;
+    if rows.is_empty() {
+        return Err(Error::corrupt(path, "has a header but no rows"));
+    }
+    Ok(rows)
 }
 
 /// Kinetics clips under `root` for the CSV rows; downloaded clips are already trimmed to
@@ -110,16 +122,7 @@ fn folder(root: &Path, extensions: &[&str], kind: InputKind) -> Result<Listing> 
     let has_ext = |p: &Path| p.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()));
     // An entry whose metadata cannot be read (a dangling link, no permission) is reported.
     let mut listing = Listing::default();
-    let entries: Vec<PathBuf> = entries
-        .into_iter()
-        .filter(|p| match std::fs::metadata(p) {
-            Ok(_) => true,
-            Err(e) => {
-                listing.unreadable.push((p.clone(), format!("cannot read: {e}")));
-                false
-            }
-        })
-        .collect();
+    let entries = readable(entries, &mut listing);
     let class_dirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
     if class_dirs.is_empty() {
         listing.classes.push(String::new());
@@ -128,9 +131,10 @@ fn folder(root: &Path, extensions: &[&str], kind: InputKind) -> Result<Listing> 
     for (label, dir) in class_dirs.into_iter().enumerate() {
         listing.classes.push(dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
         match sorted_entries(dir) {
-            Ok(files) => listing
-                .inputs
-                .extend(files.into_iter().filter(|p| has_ext(p)).map(|path| Input { path, label: label as i32, kind })),
+            Ok(files) => {
+                let files = readable(files.into_iter().filter(|p| has_ext(p)).collect(), &mut listing);
+                listing.inputs.extend(files.into_iter().map(|path| Input { path, label: label as i32, kind }));
+            }
             Err(e) => listing.unreadable.push((dir.clone(), format!("cannot list the folder: {e}"))),
         }
     }
@@ -138,6 +142,29 @@ fn folder(root: &Path, extensions: &[&str], kind: InputKind) -> Result<Listing> 
         return Err(Error::input(root, format!("no input files (looked for .{})", extensions.join(", ."))));
     }
     Ok(listing)
+}
+
+/// The entries that can be read; the others are listed as unreadable with the reason: a name
+/// that is not UTF-8 (FFmpeg opens files by UTF-8 name, and the manifest records names; shown
+/// with U+FFFD where bytes were not UTF-8), or metadata that cannot be read (a dangling link,
+/// no permission).
+fn readable(entries: Vec<PathBuf>, listing: &mut Listing) -> Vec<PathBuf> {
+    entries
+        .into_iter()
+        .filter(|p| {
+            if p.to_str().is_none() {
+                listing.unreadable.push((PathBuf::from(p.to_string_lossy().into_owned()), "the name is not valid UTF-8: rename it".into()));
+                return false;
+            }
+            match std::fs::metadata(p) {
+                Ok(_) => true,
+                Err(e) => {
+                    listing.unreadable.push((p.clone(), format!("cannot read: {e}")));
+                    false
+                }
+            }
+        })
+        .collect()
 }
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

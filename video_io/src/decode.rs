@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 #[cfg(feature = "ffmpeg")]
 use crate::resize::{AreaResize, centre_square};
+#[cfg(feature = "ffmpeg")]
+use crate::rotation::Turn;
 
 /// Initialises FFmpeg once per process and silences its own logging: problems reach the user
 /// through our errors, which name the file.
@@ -46,7 +48,8 @@ pub struct Frame {
     pub rgb: Vec<u8>,
 }
 
-/// The frames of a file's best video stream and what the stream says of itself.
+/// The frames of a file's best video stream, turned as a player shows them (its display matrix),
+/// and what the stream says of itself.
 #[derive(Clone, Debug)]
 pub struct Decoded {
     /// Every frame that decoded cleanly, up to any damage.
@@ -113,7 +116,13 @@ pub fn decode(path: &Path, _range: TimeRange, _size: FrameSize) -> Result<Decode
 pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded> {
     init();
     let err = |reason: String| Error::input(path, reason);
+    if path.to_str().is_none() {
+        return Err(err("the file name is not valid UTF-8 (FFmpeg opens files by UTF-8 name): rename it".into()));
+    }
     let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if meta.is_dir() {
+        return Err(err("is a folder, expected a video file".into()));
+    }
     if meta.len() == 0 {
         return Err(err("empty file (0 bytes)".into()));
     }
@@ -123,6 +132,7 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
         .best(ffmpeg::media::Type::Video)
         .ok_or_else(|| err("no video stream".into()))?;
     let index = stream.index();
+    let turn = display_turn(&stream);
     let time_base = f64::from(stream.time_base());
     let start_time = if stream.start_time() == ffmpeg::ffi::AV_NOPTS_VALUE { 0 } else { stream.start_time() };
     let fps = f64::from(stream.avg_frame_rate());
@@ -152,11 +162,13 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
     let mut scaler = Scaler::get(decoder.format(), decoder.width(), decoder.height(), Pixel::RGB24, decoder.width(), decoder.height(), Flags::BILINEAR)
         .map_err(|e| err(format!("cannot convert pixel format {:?} to RGB: {e}", decoder.format())))?;
 
+    // Frames are turned as displayed, then cropped and resized.
+    let (shown_w, shown_h) = turn.size(width, height);
     // Built once per video: the resampling taps depend only on the sizes.
     let resizer = match size {
         FrameSize::Native => None,
         FrameSize::Square(side) => {
-            let (x0, y0, s) = centre_square(width, height);
+            let (x0, y0, s) = centre_square(shown_w, shown_h);
             Some(AreaResize::new((x0, y0, s, s), side, side))
         }
     };
@@ -178,9 +190,18 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
                     }
                     scaler.run(&decoded, &mut rgb).map_err(|e| format!("pixel conversion failed: {e}"))?;
                     let (data, stride) = (rgb.data(0), rgb.stride(0));
+                    let turned;
+                    let (data, stride) = match turn {
+                        Turn::None => (data, stride),
+                        _ => {
+                            let packed: Vec<u8> = (0..height).flat_map(|y| &data[y * stride..][..width * 3]).copied().collect();
+                            turned = turn.apply(&packed, width, height);
+                            (turned.as_slice(), shown_w * 3)
+                        }
+                    };
                     let pixels = match &resizer {
                         Some(r) => r.apply(data, stride),
-                        None => (0..height).flat_map(|y| &data[y * stride..][..width * 3]).copied().collect(),
+                        None => (0..shown_h).flat_map(|y| &data[y * stride..][..shown_w * 3]).copied().collect(),
                     };
                     frames.push(Frame { time, rgb: pixels });
                 }
@@ -225,8 +246,21 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
         damage = Some(Damage { frame: frames.len(), reason });
     }
     let (width, height) = match size {
-        FrameSize::Native => (width, height),
+        FrameSize::Native => (shown_w, shown_h),
         FrameSize::Square(s) => (s, s),
     };
     Ok(Decoded { frames, width, height, fps, damage })
+}
+
+/// The turn the stream's display matrix asks for, if it has one.
+#[cfg(feature = "ffmpeg")]
+fn display_turn(stream: &ffmpeg::format::stream::Stream<'_>) -> Turn {
+    use ffmpeg::codec::packet::side_data::Type;
+    stream
+        .side_data()
+        .find(|d| d.kind() == Type::DisplayMatrix && d.data().len() >= 36)
+        .map_or(Turn::None, |d| {
+            let m: [i32; 9] = std::array::from_fn(|i| i32::from_ne_bytes(d.data()[4 * i..4 * i + 4].try_into().expect("4 bytes")));
+            Turn::from_display_matrix(&m)
+        })
 }

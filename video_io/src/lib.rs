@@ -9,6 +9,7 @@ pub mod encode;
 pub mod error;
 pub mod prepare;
 pub mod resize;
+pub mod rotation;
 pub mod sampling;
 pub mod shard;
 

@@ -60,9 +60,14 @@ impl std::fmt::Display for InvalidSetting {
 
 impl PrepareConfig {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        for (field, v) in [("frames", self.frames), ("size", self.size), ("clips_per_video", self.clips_per_video), ("inputs_per_shard", self.inputs_per_shard)] {
+        // The upper bounds are far past any real clip; larger values are typos that would overflow
+        // the record size.
+        for (field, v, max) in [("frames", self.frames, 1024), ("size", self.size, 8192), ("clips_per_video", self.clips_per_video, 1 << 20), ("inputs_per_shard", self.inputs_per_shard, 1 << 20)] {
             if v == 0 {
                 return Err(InvalidSetting { field: field.into(), value: "0".into(), rule: "must be at least 1".into() });
+            }
+            if v > max {
+                return Err(InvalidSetting { field: field.into(), value: v.to_string(), rule: format!("must be at most {max}") });
             }
         }
         self.sampling.validate().map_err(|(field, value, rule)| InvalidSetting { field: format!("sampling.{field}"), value, rule })
@@ -88,6 +93,15 @@ pub struct Manifest {
     #[serde(default)]
     pub damaged: Vec<Damaged>,
     pub missing: Vec<PathBuf>,
+    /// Whether every shard of the listing was written; a data set whose preparation stopped
+    /// part-way is refused until `prepare` has continued it to the end.
+    #[serde(default = "finished")]
+    pub complete: bool,
+}
+
+/// Manifests written before `complete` was recorded were only written whole.
+fn finished() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,8 +148,9 @@ impl Manifest {
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
-        crate::atomic::write_bytes(&dir.join(MANIFEST), &[text.as_bytes()])
+        let path = dir.join(MANIFEST);
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::input(&path, format!("cannot record the inputs: {e}")))?;
+        crate::atomic::write_bytes(&path, &[text.as_bytes()])
     }
 }
 
@@ -145,6 +160,8 @@ pub struct PrepareReport {
     pub chunks_done: usize,
     pub chunks_resumed: usize,
     pub records: usize,
+    /// Records in the whole data set, resumed shards included.
+    pub total_records: usize,
     pub skipped: usize,
     /// Inputs damaged part-way whose clean clips were kept.
     pub damaged: usize,
@@ -181,6 +198,9 @@ pub fn prepare(listing: &Listing, config: &PrepareConfig, out: &Path, workers: u
         manifest.save(out)?;
     }
     bar.finish_and_clear();
+    manifest.complete = true;
+    manifest.save(out)?;
+    report.total_records = manifest.records();
     Ok(report)
 }
 
@@ -198,6 +218,7 @@ fn open_manifest(listing: &Listing, config: &PrepareConfig, out: &Path) -> Resul
         skipped: listing.unreadable.iter().map(|(path, reason)| Skipped { path: path.clone(), reason: reason.clone() }).collect(),
         damaged: Vec::new(),
         missing: listing.missing.clone(),
+        complete: false,
     };
     if !out.join(MANIFEST).exists() {
         return Ok((fresh, 0));
@@ -215,6 +236,7 @@ fn open_manifest(listing: &Listing, config: &PrepareConfig, out: &Path) -> Resul
     kept.skipped.retain(|s| still_kept(&s.path));
     kept.damaged.retain(|d| still_kept(&d.path));
     let resumed = kept.shards.len();
+    kept.complete = false;
     Ok((kept, resumed))
 }
 
@@ -332,7 +354,11 @@ pub fn clips_of(input: &Input, config: &PrepareConfig) -> Result<InputClips> {
             Ok(InputClips { clips: Clips::new(pixels, vec![input.label; n]), damage: decoded.damage })
         }
         InputKind::Image => {
-            let img = image::open(&input.path).map_err(|e| Error::input(&input.path, format!("not a readable image: {e}")))?.to_rgb8();
+            let bytes = std::fs::read(&input.path).map_err(|e| Error::io(&input.path, e))?;
+            if let Some(why) = truncated_jpeg(&bytes) {
+                return Err(Error::input(&input.path, why));
+            }
+            let img = image::load_from_memory(&bytes).map_err(|e| Error::input(&input.path, format!("not a readable image: {e}")))?.to_rgb8();
             let (w, h) = (img.width() as usize, img.height() as usize);
             let (x0, y0, side) = centre_square(w, h);
             let bytes = area_resize(img.as_raw(), w * 3, (x0, y0, side, side), config.size, config.size);
@@ -340,6 +366,17 @@ pub fn clips_of(input: &Input, config: &PrepareConfig) -> Result<InputClips> {
             Ok(InputClips { clips: Clips::new(pixels, vec![input.label]), damage: None })
         }
     }
+}
+
+/// Why a JPEG file (SOI marker `FF D8` first) is cut short: it must end with the end-of-image
+/// marker `FF D9`, padding after it aside. JPEG decoders conceal a missing tail by filling it
+/// with grey, which is not training data.
+fn truncated_jpeg(bytes: &[u8]) -> Option<String> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let end = bytes.iter().rposition(|&b| b != 0x00 && !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    (!bytes[..end].ends_with(&[0xFF, 0xD9])).then(|| format!("truncated JPEG: no end-of-image marker after {} bytes", bytes.len()))
 }
 
 /// Reads a prepared data set: every shard verified, records addressed by one global index.
@@ -356,6 +393,10 @@ impl ShardDataset {
             return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no prepared data set here (run `sid2 prepare` first)")));
         }
         let manifest = Manifest::load(dir)?;
+        if !manifest.complete {
+            let why = format!("preparation did not finish ({} shards written): run the same `sid2 prepare` command again to continue it", manifest.shards.len());
+            return Err(Error::input(dir.join(MANIFEST), why));
+        }
         let mut shards = Vec::new();
         let mut starts = Vec::new();
         let mut total = 0;

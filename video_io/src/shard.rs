@@ -45,7 +45,7 @@ impl RecordLayout {
     }
 
     pub fn pixel_bytes(&self) -> usize {
-        (self.frames * self.height * self.width * self.channels) as usize
+        self.frames as usize * self.height as usize * self.width as usize * self.channels as usize
     }
     pub fn record_bytes(&self) -> usize {
         RECORD_PREFIX + self.pixel_bytes()
@@ -107,6 +107,9 @@ impl Shard {
     /// Maps `path` and checks magic, version, header checksum, size and body checksum.
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::corrupt(path, reason);
+        if path.is_dir() {
+            return Err(bad("is a folder, expected a shard file".into()));
+        }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: shards are written once through a rename and never modified in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
@@ -122,7 +125,12 @@ impl Shard {
         }
         let layout = RecordLayout { frames: u32_at(12), height: u32_at(16), width: u32_at(20), channels: u32_at(24) };
         let len = u64::from_le_bytes(map[32..40].try_into().unwrap()) as usize;
-        let expected = HEADER_BYTES + len * layout.record_bytes();
+        // The header is checksummed, but a crafted one must not overflow the size.
+        let dims = [layout.frames, layout.height, layout.width, layout.channels].map(|d| d as usize);
+        let expected = dims.iter().try_fold(len, |n, &d| n.checked_mul(d)).and_then(|pixels| pixels.checked_add(len.checked_mul(RECORD_PREFIX)?)).and_then(|b| b.checked_add(HEADER_BYTES));
+        let Some(expected) = expected.filter(|_| dims.iter().all(|&d| d > 0)) else {
+            return Err(bad("header gives an impossible record size".into()));
+        };
         if map.len() != expected {
             return Err(bad(format!("size {} bytes, header says {expected} (truncated or extended)", map.len())));
         }

@@ -99,3 +99,24 @@ fn written_mp4_has_exactly_the_frames_written() {
         assert!(psnr(&back.frames[0].rgb, &first) > 30.0);
     }
 }
+
+#[test]
+fn rotated_videos_are_turned_as_the_ffmpeg_command_line_shows_them() {
+    // A real clip with a display matrix (as phones write), made without re-encoding; `ffmpeg`
+    // turns such frames by default (autorotate), as players do.
+    let dir = tempfile::tempdir().unwrap();
+    for angle in ["90", "180", "270"] {
+        let rotated = dir.path().join(format!("rotated-{angle}.mp4"));
+        run(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&real_clips()[1]).args(["-t", "1", "-c", "copy", "-metadata:s:v:0", &format!("rotate={angle}")]).arg(&rotated));
+        let d = decode(&rotated, TimeRange::default(), FrameSize::Native).unwrap();
+        let expected = if angle == "180" { (340, 256) } else { (256, 340) };
+        assert_eq!((d.width, d.height), expected, "rotate={angle}");
+        let raw = run(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&rotated).args(["-frames:v", "2", "-sws_flags", "bilinear", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]));
+        let ours: Vec<u8> = d.frames[..2].iter().flat_map(|f| f.rgb.clone()).collect();
+        assert!(psnr(&ours, &raw) > 40.0, "rotate={angle}: PSNR {}", psnr(&ours, &raw));
+        // Square clips are cut from the turned frames.
+        let square = decode(&rotated, TimeRange::default(), FrameSize::Square(32)).unwrap();
+        let unturned = decode(&real_clips()[1], TimeRange::default(), FrameSize::Square(32)).unwrap();
+        assert!(psnr(&square.frames[0].rgb, &unturned.frames[0].rgb) < 30.0, "rotate={angle}: the square was not turned");
+    }
+}
