@@ -96,8 +96,11 @@ impl Default for SamplerConfig {
 impl SamplerConfig {
     /// Errors name keys relative to the `[sample]` section.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.steps == 0 {
-            return Err(ConfigError::value("steps", 0, "must be at least 1"));
+        /// Far past any useful count (SiD2 samples in 256 steps at most): a value beyond it is a typo
+        /// that would run for hours.
+        const MAX_STEPS: usize = 10_000;
+        if !(1..=MAX_STEPS).contains(&self.steps) {
+            return Err(ConfigError::value("steps", self.steps, format!("must be from 1 to {MAX_STEPS}")));
         }
         if !(self.guidance.is_finite() && self.guidance >= 0.0) {
             return Err(ConfigError::value("guidance", self.guidance, "must be a finite number ≥ 0"));

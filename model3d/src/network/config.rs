@@ -135,11 +135,27 @@ impl UViTConfig {
                 return Err(ConfigError::value(key, 0, "must be at least 1"));
             }
         }
+        // Far past any network that fits in memory: larger values are typos, and would overflow
+        // the parameter and FLOP counts.
+        let widths = self.channels.iter().enumerate().map(|(i, &c)| (format!("channels[{i}]"), c, 1 << 16));
+        let counts = self.blocks.iter().enumerate().map(|(i, &b)| (format!("blocks[{i}]"), b, 1024));
+        let others = [("emb_channels", self.emb_channels, 1 << 16), ("fourier_features", self.fourier_features, 1 << 16), ("heads", self.heads, 1024), ("norm_groups", self.norm_groups, 1 << 16), ("mid_blocks", self.mid_blocks, 1024), ("num_classes", self.num_classes, 1 << 20)];
+        for (key, v, max) in widths.chain(counts).chain(others.into_iter().map(|(k, v, m)| (k.to_owned(), v, m))) {
+            if v > max {
+                return Err(ConfigError::value(key, v, format!("must be at most {max}")));
+            }
+        }
         if self.fourier_features == 0 || !self.fourier_features.is_multiple_of(2) {
             return Err(ConfigError::value("fourier_features", self.fourier_features, "must be a positive even number"));
         }
+        if self.patch_size > 64 || l > 16 {
+            return Err(ConfigError::key("patch_size", format!("patch {} with {l} levels: at most 64 and 16 levels", self.patch_size)));
+        }
         for (i, (&c, &k)) in self.channels.iter().zip(&self.kinds).enumerate() {
             let bad = |rule: String| Err(ConfigError::value(format!("channels[{i}]"), c, rule));
+            if c == 0 {
+                return bad("must be at least 1".into());
+            }
             let even_heads = c % self.heads == 0 && (c / self.heads).is_multiple_of(2);
             match k {
                 BlockKind::Res if c % self.norm_groups != 0 => return bad(format!("a ResBlock level needs a multiple of model.norm_groups ({})", self.norm_groups)),
