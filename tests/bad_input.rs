@@ -29,29 +29,37 @@ fn bad_configs_are_named_with_their_key() {
 }
 
 #[test]
-fn a_flipped_byte_in_a_checkpoint_stops_resume_and_nothing_is_overwritten() {
+fn flipped_bytes_in_checkpoints_are_caught_and_nothing_is_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, run, config) = prepared(tmp.path());
     let mut train = train_command(&data, &run, &config);
     train.extend(["--set", "train.total_samples=16", "--set", "train.checkpoint_every=8", "--set", "train.log_every=8"]);
     ok(&train);
-    let latest = run.join("checkpoints/samples-000000000016");
-    let weights = latest.join("model.safetensors");
-    let mut bytes = std::fs::read(&weights).unwrap();
-    let n = bytes.len();
-    bytes[n - 10] ^= 0x40;
-    std::fs::write(&weights, &bytes).unwrap();
-    let before: Vec<_> = walk(&run);
-    // Ask for more training: the resume must refuse the damaged checkpoint.
+    let flip = |checkpoint: &str| {
+        let weights = run.join("checkpoints").join(checkpoint).join("model.safetensors");
+        let mut bytes = std::fs::read(&weights).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 0x40;
+        std::fs::write(&weights, &bytes).unwrap();
+    };
+    // The newest damaged: sampling uses the one before and names the damaged file.
+    flip("samples-000000000016");
+    let out = common::sid2().args(["sample", "--run", s(&run), "--data", s(&data), "--count", "1", "--out", s(&tmp.path().join("o")), "--set", "sample.steps=2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("samples-000000000016/model.safetensors is damaged") && err.contains("samples-000000000008"), "{err}");
+    // Every checkpoint damaged: resume and sampling refuse, and change nothing.
+    flip("samples-000000000008");
+    let before: Vec<_> = walk(&run).into_iter().filter(|(p, _)| !p.ends_with(".lock")).collect();
     let mut more = train.clone();
     more.extend(["--set", "train.total_samples=24"]);
-    let err = fails(&more);
-    assert!(err.contains("model.safetensors") && err.contains("damaged"), "{err}");
-    let err = fails(&train);
-    assert!(err.contains("model.safetensors") && err.contains("damaged"), "{err}");
-    let err = fails(&["sample", "--run", s(&run), "--data", s(&data), "--out", s(&tmp.path().join("o"))]);
-    assert!(err.contains("model.safetensors") && err.contains("damaged"), "{err}");
-    assert_eq!(walk(&run), before, "files changed after the failed commands");
+    for args in [more, train] {
+        let err = fails(&args);
+        assert!(err.contains("no intact checkpoint") && err.contains("model.safetensors") && err.contains("damaged"), "{err}");
+    }
+    let err = fails(&["sample", "--run", s(&run), "--data", s(&data), "--out", s(&tmp.path().join("o2"))]);
+    assert!(err.contains("no intact checkpoint") && err.contains("damaged"), "{err}");
+    let after: Vec<_> = walk(&run).into_iter().filter(|(p, _)| !p.ends_with(".lock")).collect();
+    assert_eq!(after, before, "files changed after the failed commands");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The `sid2` command: parses the command line and hands each subcommand to its stage. The
 //! workspace's root package builds it as the `sid2` binary.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -8,6 +9,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use crate::globals::{Backend, Globals};
+use crate::train::interrupt::Interrupted;
 use crate::{bench, demo, encode, eval, export, info, prepare, report, sample, train};
 
 #[derive(Parser)]
@@ -57,21 +59,40 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => e.exit(),
         Err(e) => {
-            let message = e.render().to_string();
-            eprintln!("{} (see --help)", message.lines().next().unwrap_or("invalid command line"));
+            eprintln!("{} (see --help)", one_line(&e));
             return ExitCode::FAILURE;
         }
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| if cli.verbose { "info".into() } else { "warn".into() });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
     let globals = Globals { backend: cli.device, progress: !cli.quiet };
     match dispatch(cli.command, &globals) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            Some(stop) => {
+                eprintln!("{stop}");
+                ExitCode::from(130)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// A command-line error in one line: clap's first line, with the flags it lists below it (the
+/// missing required ones) joined in.
+fn one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: invalid command line").to_owned();
+    if e.kind() != ErrorKind::MissingRequiredArgument {
+        return first;
+    }
+    let flags: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more")).collect();
+    format!("{first} {}", flags.join(", "))
 }
 
 fn dispatch(command: Command, globals: &Globals) -> Result<()> {

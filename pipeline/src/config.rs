@@ -106,12 +106,16 @@ fn val_levels() -> usize {
 impl RunConfig {
     /// Reads a TOML file, applies `key=value` overrides, and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        crate::paths::existing_file("config", path)?;
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         Self::parse(&text, overrides).with_context(|| format!("config {}", path.display()))
     }
 
     pub fn parse(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::key("(file)", format!("not valid TOML: {}", e.message())))?;
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|span| line_column(text, span.start)).map_or_else(String::new, |(l, c)| format!(" at line {l}, column {c}"));
+            ConfigError::key("(file)", format!("not valid TOML{at}: {}", e.message().trim()))
+        })?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
@@ -127,10 +131,37 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
+    /// What a resumed run must keep: every section but `[sample]` (sampling settings do not
+    /// touch training) and the description, without `train.total_samples` (a resume may extend it).
+    fn training_view(&self) -> toml::Value {
+        let mut value = toml::Value::try_from(self).expect("config serialises");
+        let table = value.as_table_mut().expect("a config is a table");
+        table.remove("description");
+        table.remove("sample");
+        table.get_mut("train").and_then(toml::Value::as_table_mut).expect("a [train] section").remove("total_samples");
+        value
+    }
+
+    /// The first training key (a dotted path, see [`training_view`](Self::training_view)) whose
+    /// value differs between `self` and `other`, with both values as TOML; `None` when a run
+    /// trained with one may resume with the other.
+    pub fn first_difference(&self, other: &RunConfig) -> Option<(String, String, String)> {
+        difference(String::new(), Some(&self.training_view()), Some(&other.training_view()))
+    }
+
+    /// A hash (CRC-32, hex) of the training keys, recorded in every checkpoint.
+    pub fn resume_hash(&self) -> String {
+        format!("{:08x}", crc32fast::hash(self.training_view().to_string().as_bytes()))
+    }
+
     /// Every rule the run relies on, each naming its key and the allowed values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.data.validate().map_err(|e| ConfigError::value(format!("data.{}", e.field), e.value, e.rule))?;
         self.model.validate().map_err(|e| e.within("model"))?;
+        let channels = self.data.layout().channels as usize;
+        if self.model.in_channels != channels {
+            return Err(ConfigError::value("model.in_channels", self.model.in_channels, format!("must be {channels}: prepared clips are RGB")));
+        }
         self.model.check_input(self.data.size)?;
         self.diffusion.build(self.data.frames, self.data.size).map_err(|e| e.within("diffusion"))?;
         self.sample.validate().map_err(|e| e.within("sample"))?;
@@ -142,8 +173,11 @@ impl TrainConfig {
     /// Errors name keys relative to the `[train]` section.
     fn validate(&self, num_classes: usize) -> Result<(), ConfigError> {
         let t = self;
-        if t.batch_size == 0 {
-            return Err(ConfigError::value("batch_size", 0, "must be at least 1"));
+        if !(1..=1 << 16).contains(&t.batch_size) {
+            return Err(ConfigError::value("batch_size", t.batch_size, "must be from 1 to 65536"));
+        }
+        if t.max_nonfinite == 0 {
+            return Err(ConfigError::value("max_nonfinite", 0, "must be at least 1 (the non-finite updates in a row that stop training)"));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(ConfigError::value("lr", t.lr, "must be a positive number"));
@@ -176,12 +210,36 @@ impl TrainConfig {
         if !t.val_every.is_multiple_of(b) {
             return Err(ConfigError::value("val_every", t.val_every, format!("must be 0 or a multiple of train.batch_size ({b})")));
         }
-        for (key, v) in [("val_clips", t.val_clips), ("val_levels", t.val_levels), ("keep_checkpoints", t.keep_checkpoints)] {
+        for (key, v, max) in [("val_clips", t.val_clips, 1 << 16), ("val_levels", t.val_levels, 1024), ("keep_checkpoints", t.keep_checkpoints, 1 << 20)] {
             if v == 0 {
                 return Err(ConfigError::value(key, 0, "must be at least 1"));
             }
+            if v > max {
+                return Err(ConfigError::value(key, v, format!("must be at most {max}")));
+            }
         }
         Ok(())
+    }
+}
+
+/// 1-based line and column of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The first dotted key below `at` where `a` and `b` differ (a key missing on one side counts).
+fn difference(at: String, a: Option<&toml::Value>, b: Option<&toml::Value>) -> Option<(String, String, String)> {
+    let show = |v: Option<&toml::Value>| v.map_or_else(|| "(not set)".to_owned(), |v| v.to_string());
+    match (a, b) {
+        (Some(toml::Value::Table(ta)), Some(toml::Value::Table(tb))) => {
+            let keys: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+            keys.into_iter().find_map(|k| difference(if at.is_empty() { k.clone() } else { format!("{at}.{k}") }, ta.get(k), tb.get(k)))
+        }
+        (a, b) if a == b => None,
+        (a, b) => Some((at, show(a), show(b))),
     }
 }
 
@@ -234,11 +292,30 @@ mod tests {
         let err = RunConfig::parse(&text, &["model.kinds=[\"res\"]".into()]).unwrap_err();
         assert_eq!(err.key, "model.kinds");
         let err = RunConfig::parse(&text, &["sample.steps=0".into()]).unwrap_err();
-        assert_eq!(err.to_string(), "sample.steps = 0: must be at least 1");
+        assert_eq!(err.to_string(), "sample.steps = 0: must be from 1 to 10000");
         let err = RunConfig::parse(&text, &["diffusion.schedule.d_ref=-2".into()]).unwrap_err();
         assert_eq!(err.key, "diffusion.schedule.d_ref");
         let err = RunConfig::parse(&text, &["data.size=0".into()]).unwrap_err();
         assert_eq!(err.key, "data.size");
+    }
+
+    #[test]
+    fn toml_syntax_errors_give_line_and_column() {
+        let err = RunConfig::parse("description = \"x\"\n[train]\nlr = = 1\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("line 3, column 6"), "{err}");
+    }
+
+    #[test]
+    fn the_first_differing_key_is_named_with_both_values() {
+        let a = RunConfig::parse(&preset("tiny_video.toml"), &[]).unwrap();
+        let b = RunConfig::parse(&preset("tiny_video.toml"), &["train.lr=0.5".into(), "train.seed=3".into()]).unwrap();
+        let (key, va, vb) = a.first_difference(&b).unwrap();
+        assert_eq!((key.as_str(), vb.as_str()), ("train.lr", "0.5"), "{va}");
+        assert_eq!(a.first_difference(&a.clone()), None);
+        // The resume hash ignores only the sample budget.
+        let longer = RunConfig::parse(&preset("tiny_video.toml"), &["train.total_samples=96000".into()]).unwrap();
+        assert_eq!(a.resume_hash(), longer.resume_hash());
+        assert_ne!(a.resume_hash(), b.resume_hash());
     }
 
     #[test]

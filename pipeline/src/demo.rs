@@ -74,7 +74,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let train_args = train::Args { run: run.clone(), data, val: Some(heldout.clone()), config: Some(config_path), init: Some(start), overrides: Vec::new(), dry_run: false };
     train::run(train_args, globals)?;
     let media = MediaArgs { fps: 4, upscale: 4 };
-    let sample_args = sample::Args { run: run.clone(), out: samples.clone(), data: Some(heldout), video: None, count: args.count, seed: 0, ema: None, batch: 4, media, overrides: Vec::new() };
+    let sample_args = sample::Args { run: run.clone(), out: samples.clone(), data: Some(heldout), video: None, count: args.count, seed: 0, ema: None, batch: 4, media, overrides: Vec::new(), overwrite: false };
     sample::run(sample_args, globals)?;
     let scores = samples.join("eval.json");
     let eval_args = eval::Args {
@@ -86,6 +86,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         i3d: None,
         inception: None,
         batch: 4,
+        overwrite: false,
     };
     eval::run(eval_args, globals)?;
     let report: EvalReport = serde_json::from_str(&std::fs::read_to_string(&scores)?)?;

@@ -11,6 +11,7 @@ use video_io::encode::{mark_frames, side_by_side, upscale, write_mp4, write_png_
 use video_io::shard::Shard;
 
 use crate::globals::Globals;
+use crate::paths::{check_output_dir, existing_file};
 
 /// How clips are shown.
 #[derive(clap::Args, Clone, Debug)]
@@ -38,10 +39,22 @@ pub struct Args {
     pub context: usize,
     #[command(flatten)]
     pub media: MediaArgs,
+    /// Write even where an output would replace an input.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: Args, _globals: &Globals) -> Result<()> {
+    existing_file("--input", &args.input)?;
+    if let Some(real) = &args.real {
+        existing_file("--real", real)?;
+    }
+    let inputs: Vec<&Path> = std::iter::once(args.input.as_path()).chain(args.real.as_deref()).collect();
+    check_output_dir("--out", &args.out, is_media_name, &inputs, args.overwrite)?;
     let shard = Shard::open(&args.input)?;
+    if shard.len == 0 {
+        bail!("--input {}: holds no clips, nothing to encode", args.input.display());
+    }
     let clips = Clips::read(&shard);
     let real = match &args.real {
         Some(path) => {
@@ -78,6 +91,15 @@ impl Media {
     }
 }
 
+/// Whether [`write_media`] writes files of this name.
+pub fn is_media_name(name: &str) -> bool {
+    let numbered = |prefix: &str, ext: &str| name.strip_prefix(prefix).and_then(|r| r.strip_suffix(ext)).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    name == GRID || numbered("clip-", ".mp4") || numbered("compare-", ".mp4") || numbered("strip-", ".png")
+}
+
+/// The grid of one-frame clips.
+const GRID: &str = "samples.png";
+
 /// Frames marking the context (a green border).
 const CONTEXT_GREEN: [u8; 3] = [0, 200, 0];
 
@@ -88,7 +110,7 @@ pub fn write_media(out: &Path, generated: &Clips, real: Option<&Clips>, context:
     let up = media.upscale as usize;
     let mut written = Media::default();
     if generated.layout().frames == 1 {
-        let path = out.join("samples.png");
+        let path = out.join(GRID);
         let images: Vec<Array4<u8>> = (0..generated.len()).map(|i| upscale(generated.clip(i), up)).collect();
         let views: Vec<_> = images.iter().map(|i| i.index_axis(Axis(0), 0)).collect();
         write_png_grid(&path, &views, (views.len() as f64).sqrt().ceil() as usize)?;

@@ -16,6 +16,7 @@ use model3d::UViT;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::globals::Globals;
+use crate::paths::check_output_file;
 use crate::run::{RunDir, Weights};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -41,6 +42,9 @@ pub struct Args {
     /// prediction on them, for `scripts/torch_reference.py check`.
     #[arg(long)]
     pub check: bool,
+    /// Write --to even inside the run's checkpoints or over the weights it reads.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: Args, globals: &Globals) -> Result<()> {
@@ -51,6 +55,11 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let config = run.load_config()?;
     let device = globals.device()?;
     let (model, source) = run.load_model(&config, args.ema.unwrap_or_default(), &device)?;
+    let inputs = [source.as_path(), &run.config_path()];
+    check_output_file("--to", &args.to, &inputs, args.overwrite)?;
+    if args.check {
+        check_output_file("--to", &check_path(&args.to), &inputs, args.overwrite)?;
+    }
     let metadata = HashMap::from([
         ("config".to_string(), serde_json::to_string(&config)?),
         ("layout".to_string(), "torch (scripts/torch_reference.py)".to_string()),

@@ -54,3 +54,12 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// Command-line parser for sizes from 1 to 65536 (a matrix side, a token count): past that a
+/// benchmark's tensors no longer fit in memory.
+pub fn size_up_to_65536(s: &str) -> Result<usize, String> {
+    match at_least_one(s)? {
+        n if n > 1 << 16 => Err("must be at most 65536".into()),
+        n => Ok(n),
+    }
+}

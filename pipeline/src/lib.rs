@@ -12,6 +12,7 @@ pub mod eval;
 pub mod export;
 pub mod globals;
 pub mod info;
+pub mod paths;
 pub mod plot;
 pub mod prepare;
 pub mod report;

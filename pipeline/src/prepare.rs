@@ -9,6 +9,7 @@ use video_io::prepare::{MANIFEST, prepare};
 
 use crate::config::RunConfig;
 use crate::globals::Globals;
+use crate::paths::{check_output_dir, existing_file, existing_folder};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,6 +47,17 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     if args.images.is_none() && !video_io::FFMPEG {
         bail!(video_io::NO_FFMPEG);
     }
+    for (flag, dir) in [("--videos", &args.videos), ("--images", &args.images), ("--kinetics-root", &args.kinetics_root)] {
+        if let Some(dir) = dir {
+            existing_folder(flag, dir)?;
+        }
+    }
+    for (flag, file) in [("--kinetics-csv", &args.kinetics_csv), ("--classes", &args.classes)] {
+        if let Some(file) = file {
+            existing_file(flag, file)?;
+        }
+    }
+    check_output_dir("--out", &args.out, |_| false, &[], false)?;
     let listing = match (&args.videos, &args.images, &args.kinetics_csv, &args.kinetics_root, &args.classes) {
         (Some(dir), ..) => video_folder(dir)?,
         (_, Some(dir), ..) => image_folder(dir)?,
@@ -53,6 +65,14 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         _ => bail!("give one of --videos, --images or --kinetics-csv (with --kinetics-root and --classes)"),
     };
     let report = prepare(&listing, &config.data, &args.out, args.workers, globals.progress)?;
+    if report.total_records == 0 {
+        bail!(
+            "no clips were made: {} inputs skipped, {} missing (their reasons are in {})",
+            report.skipped + listing.unreadable.len(),
+            report.missing,
+            args.out.join(MANIFEST).display()
+        );
+    }
     println!(
         "{} records in {} new shards ({} resumed); {} inputs skipped, {} damaged (clean clips kept), {} missing; manifest: {}",
         report.records,

@@ -28,7 +28,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, _globals: &Globals) -> Result<()> {
-    println!("{}", write(&RunDir::new(&args.run))?.display());
+    let run = RunDir::new(&args.run);
+    run.load_config()?;
+    println!("{}", write(&run)?.display());
     Ok(())
 }
 

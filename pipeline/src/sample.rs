@@ -13,8 +13,9 @@ use video_io::datasets::{Input, InputKind};
 use video_io::prepare::{PrepareConfig, clips_of};
 
 use crate::config::RunConfig;
-use crate::encode::{MediaArgs, write_media};
+use crate::encode::{MediaArgs, is_media_name, write_media};
 use crate::globals::Globals;
+use crate::paths::{check_output_dir, existing_file};
 use crate::run::events::{self, Event};
 use crate::run::{RunDir, Weights};
 use crate::tensor::{clips_to_tensor, tensor_to_clips};
@@ -56,6 +57,9 @@ pub struct Args {
     /// Sampler overrides, e.g. sample.steps=128 or sample.guidance=1.5.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Write even where an output would replace an input.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: Args, globals: &Globals) -> Result<()> {
@@ -65,9 +69,18 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     }
     let config = RunConfig::parse(&run.load_config()?.to_toml(), &args.overrides).with_context(|| format!("--set on run {}", run.path().display()))?;
     // Every check on the inputs comes before anything is loaded or written.
+    if let Some(video) = &args.video {
+        existing_file("--video", video)?;
+    }
+    let writes = |name: &str| name == PREDICTIONS || name == REAL || is_media_name(name);
+    check_output_dir("--out", &args.out, writes, &args.video.iter().map(PathBuf::as_path).collect::<Vec<_>>(), args.overwrite)?;
     let (real, labels) = conditioning(&args, &config)?;
     let device = globals.device()?;
     let (model, weights) = run.load_model(&config, args.ema.unwrap_or_default(), &device)?;
+    let record = run.writable();
+    if !record {
+        tracing::warn!("run folder {} is read-only: these samples are not added to its events and report", run.path().display());
+    }
     let bar = globals.bar(labels.len() as u64, "sample {bar:25} {pos}/{len} clips  ETA {eta}");
     let (generated, stats) = generate(&model, &config, real.as_ref(), &labels, args.seed, args.batch as usize, &device, &bar)?;
     bar.finish_and_clear();
@@ -92,10 +105,12 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     } else {
         println!("no MP4s from a build without FFmpeg: run `sid2 encode --input {PREDICTIONS}` where FFmpeg is");
     }
-    let path = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
-    let weights = std::path::absolute(&weights).unwrap_or(weights);
-    run.record(&Event::Samples { unix_s: events::now(), path, clips: generated.len(), weights, steps: config.sample.steps })?;
-    crate::report::refresh(&run);
+    if record {
+        let path = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
+        let weights = std::path::absolute(&weights).unwrap_or(weights);
+        run.record(&Event::Samples { unix_s: events::now(), path, clips: generated.len(), weights, steps: config.sample.steps })?;
+        crate::report::refresh(&run);
+    }
     Ok(())
 }
 
@@ -103,6 +118,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
 fn conditioning(args: &Args, config: &RunConfig) -> Result<(Option<Clips>, Vec<i64>)> {
     let (count, k, classes) = (args.count as usize, config.diffusion.context_frames, config.model.num_classes);
     let real = match (&args.data, &args.video) {
+        (_, Some(_)) if k == 0 => bail!("--video: this run makes class-conditional images (diffusion.context_frames = 0); there are no frames to predict from a video"),
         (Some(dir), _) => Some(from_data(dir, count, config)?),
         (_, Some(path)) => Some(from_video(path, count, &config.data)?),
         (None, None) if k == 0 => None,

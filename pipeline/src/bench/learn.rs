@@ -110,10 +110,10 @@ pub fn run(args: LearnArgs, globals: &Globals) -> Result<LearnReport> {
     }
     let device = globals.device()?;
     let run = RunDir::new(args.out.join("run"));
-    let config = run.resolve_config(Some(config))?;
     let started = Instant::now();
-    let job = Job { run: &run, data: &train_data, val: Some(&heldout_data), init: args.init.as_deref(), config: &config };
-    let summary = train(&job, &device, globals)?;
+    let job = Job { run: &run, data: &train_data, val: Some(&heldout_data), init: args.init.as_deref(), given: Some(config) };
+    let summary = train(&job, globals)?;
+    let config = summary.config.clone();
     let train_s = started.elapsed().as_secs_f64();
     let heldout = open_data(&heldout_data, &config)?;
     let n = (args.count as usize).min(heldout.len());

@@ -74,7 +74,7 @@ pub enum What {
         #[arg(long, default_value_t = 16, value_parser = crate::globals::at_least_one)]
         head_dim: usize,
         /// Token counts to time (repeat the flag).
-        #[arg(long = "tokens", default_values_t = [256, 1024, 4096])]
+        #[arg(long = "tokens", default_values_t = [256, 1024, 4096], value_parser = crate::globals::size_up_to_65536)]
         tokens: Vec<usize>,
         /// Timed repetitions after one warm-up.
         #[arg(long, default_value_t = 3, value_parser = crate::globals::at_least_one)]
@@ -94,7 +94,7 @@ pub enum What {
     /// Square matmul throughput on the device (the peak for MFU).
     Matmul {
         /// Matrix side.
-        #[arg(long, default_value_t = 2048)]
+        #[arg(long, default_value_t = 2048, value_parser = crate::globals::size_up_to_65536)]
         n: usize,
         /// Timed repetitions after one warm-up.
         #[arg(long, default_value_t = 5, value_parser = crate::globals::at_least_one)]
@@ -114,8 +114,8 @@ pub enum What {
         #[arg(long)]
         videos: PathBuf,
         /// Side of the square frames.
-        #[arg(long, default_value_t = 64)]
-        size: usize,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        size: u16,
         /// Passes over the folder; the mean is reported.
         #[arg(long, default_value_t = 3, value_parser = crate::globals::at_least_one)]
         rounds: usize,
@@ -135,7 +135,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         What::Probe { case, dtype, shrink } => serde_json::to_string(&probe::run(case, dtype, &globals.device()?, shrink)?)?,
         What::Matmul { n, reps, dtype } => serde_json::to_string_pretty(&matmul(&globals.device()?, n, reps, dtype.dtype()))?,
         What::Features { batch } => serde_json::to_string_pretty(&features(&globals.device()?, batch)?)?,
-        What::Decode { videos, size, rounds } => serde_json::to_string_pretty(&decode_speed(&videos, size, rounds)?)?,
+        What::Decode { videos, size, rounds } => serde_json::to_string_pretty(&decode_speed(&videos, size as usize, rounds)?)?,
     };
     println!("{json}");
     Ok(())

@@ -17,6 +17,7 @@ use video_io::clips::Clips;
 use video_io::shard::Shard;
 
 use crate::globals::Globals;
+use crate::paths::{check_output_file, existing_file};
 use fidelity::{FrechetScore, Metric};
 use quality::{psnr, ssim};
 
@@ -46,9 +47,27 @@ pub struct Args {
     /// Clips per feature-network batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
+    /// Write --out even where it is an input.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: Args, globals: &Globals) -> Result<()> {
+    let files = [("--pred", Some(&args.pred)), ("--real", Some(&args.real)), ("--i3d", args.i3d.as_ref()), ("--inception", args.inception.as_ref())];
+    for (flag, path) in files {
+        if let Some(path) = path {
+            existing_file(flag, path)?;
+        }
+    }
+    let out = args.out.clone().or_else(|| args.run.as_ref().map(|_| args.pred.with_file_name("eval.json")));
+    if let Some(out) = &out {
+        let inputs: Vec<&Path> = files.iter().filter_map(|(_, p)| p.map(PathBuf::as_path)).collect();
+        check_output_file("--out", out, &inputs, args.overwrite)?;
+    }
+    let run = args.run.as_ref().map(crate::run::RunDir::new);
+    if let Some(run) = &run {
+        run.load_config().context("--run")?;
+    }
     let (pred, real) = (Shard::open(&args.pred)?, Shard::open(&args.real)?);
     let mut report = evaluate(&pred, &real, args.context)?;
     for (metric, weights) in [(Metric::Fvd, &args.i3d), (Metric::Fid, &args.inception)] {
@@ -57,12 +76,14 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         }
     }
     print!("{}", report.summary());
-    let out = args.out.clone().or_else(|| args.run.as_ref().map(|_| args.pred.with_file_name("eval.json")));
     if let Some(path) = &out {
         write_json(path, &report)?;
     }
-    if let (Some(run), Some(path)) = (&args.run, out) {
-        let run = crate::run::RunDir::new(run);
+    if let (Some(run), Some(path)) = (run, out) {
+        if !run.writable() {
+            tracing::warn!("run folder {} is read-only: this evaluation is not added to its report", run.path().display());
+            return Ok(());
+        }
         let path = std::path::absolute(&path).unwrap_or(path);
         run.record(&crate::run::events::Event::Eval { unix_s: crate::run::events::now(), path })?;
         crate::report::refresh(&run);
@@ -141,6 +162,9 @@ pub fn evaluate(pred: &Shard, real_shard: &Shard, context: usize) -> Result<Eval
             real_shard.len,
             real_shard.layout
         );
+    }
+    if pred.len == 0 {
+        bail!("{}: holds no clips, nothing to evaluate", pred.path.display());
     }
     let frames = pred.layout.frames as usize;
     if context >= frames {

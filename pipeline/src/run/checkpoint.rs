@@ -5,8 +5,12 @@
 //!   model.safetensors        weights (readable by any safetensors loader)
 //!   ema-0.9999.safetensors   one per EMA decay
 //!   optimizer.bpk            AdamW state (burnpack)
-//!   state.json               samples seen, counters, and a CRC-32 of every file above
+//!   config.toml              the run config it was trained with
+//!   state.json               samples seen, counters, the config's hash, a CRC-32 of every file above
 //! ```
+//!
+//! Old checkpoints are removed the same way round: renamed out of the `samples-` names first,
+//! then deleted, so a kill part-way never leaves a half-deleted folder that counts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,12 +26,18 @@ const PARTIAL: &str = ".partial-";
 const MODEL: &str = "model.safetensors";
 const OPTIMIZER: &str = "optimizer.bpk";
 const STATE: &str = "state.json";
+const CONFIG: &str = "config.toml";
+const DELETING: &str = ".deleting-";
 
 /// What a checkpoint records besides its weights.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     pub samples_seen: u64,
     pub skipped_nonfinite: u64,
+    /// [`RunConfig::resume_hash`](crate::config::RunConfig::resume_hash) of the config trained
+    /// with (absent in checkpoints written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
     /// CRC-32 of each file of the checkpoint, by name.
     pub files: BTreeMap<String, u32>,
 }
@@ -53,16 +63,20 @@ impl Checkpoint {
         self.0.join(OPTIMIZER)
     }
 
+    pub fn config_file(&self) -> PathBuf {
+        self.0.join(CONFIG)
+    }
+
     /// Reads and verifies the state: every file must be present with its recorded CRC.
     pub fn verify(&self) -> Result<TrainState> {
         let state_path = self.0.join(STATE);
-        let text = std::fs::read_to_string(&state_path).with_context(|| format!("cannot read {} (an incomplete checkpoint: delete {} to resume from an older one)", state_path.display(), self.0.display()))?;
+        let text = std::fs::read_to_string(&state_path).with_context(|| format!("cannot read {} (an incomplete checkpoint)", state_path.display()))?;
         let state: TrainState = serde_json::from_str(&text).with_context(|| format!("{} is damaged", state_path.display()))?;
         for (name, crc) in &state.files {
             let path = self.0.join(name);
             let bytes = std::fs::read(&path).with_context(|| format!("checkpoint file {} is missing", path.display()))?;
             if crc32fast::hash(&bytes) != *crc {
-                bail!("checkpoint file {} is damaged (checksum mismatch); delete {} to resume from an older checkpoint", path.display(), self.0.display());
+                bail!("checkpoint file {} is damaged (checksum mismatch)", path.display());
             }
         }
         Ok(state)
@@ -97,10 +111,12 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
     Ok(module)
 }
 
-/// Writes a checkpoint under a temporary name, renames it into place when complete, and keeps
-/// only the newest `keep`.
-pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, model: &M, emas: &[(f64, E)], optim: &ModuleOptimizer, keep: usize) -> Result<Checkpoint> {
+/// Writes a checkpoint (with `config`, the run config as TOML) under a temporary name, renames it
+/// into place when complete, and keeps only the newest `keep`.
+#[allow(clippy::too_many_arguments)]
+pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, config: &str, model: &M, emas: &[(f64, E)], optim: &ModuleOptimizer, keep: usize) -> Result<Checkpoint> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    remove_deleted(dir)?;
     let name = format!("{PREFIX}{:012}", state.samples_seen);
     let tmp = Checkpoint(dir.join(format!("{PARTIAL}{name}")));
     if tmp.0.exists() {
@@ -112,6 +128,7 @@ pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, model: &M, ema
         save_module(ema, &tmp.ema_file(*decay))?;
     }
     optim.save(tmp.optimizer_file()).map_err(|e| anyhow!("cannot write {}: {e:?}", tmp.optimizer_file().display()))?;
+    std::fs::write(tmp.config_file(), config).with_context(|| format!("cannot write {}", tmp.config_file().display()))?;
     let mut state = TrainState { files: BTreeMap::new(), ..state.clone() };
     for entry in std::fs::read_dir(&tmp.0).with_context(|| format!("cannot list {}", tmp.0.display()))? {
         let path = entry.with_context(|| format!("cannot list {}", tmp.0.display()))?.path();
@@ -122,23 +139,76 @@ pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, model: &M, ema
     let state_path = tmp.0.join(STATE);
     std::fs::write(&state_path, serde_json::to_string_pretty(&state)?).with_context(|| format!("cannot write {}", state_path.display()))?;
     sync_file(&state_path)?;
-    let done = dir.join(&name);
-    if done.exists() {
-        std::fs::remove_dir_all(&done).with_context(|| format!("cannot replace {}", done.display()))?;
+    let done = Checkpoint(dir.join(&name));
+    if done.0.exists() {
+        remove(&done)?;
     }
-    std::fs::rename(&tmp.0, &done).with_context(|| format!("cannot move checkpoint into {}", done.display()))?;
+    std::fs::rename(&tmp.0, &done.0).with_context(|| format!("cannot move checkpoint into {}", done.0.display()))?;
     video_io::atomic::sync_dir(dir);
     for old in list(dir)?.into_iter().rev().skip(keep) {
-        std::fs::remove_dir_all(&old.0).with_context(|| format!("cannot remove old checkpoint {}", old.0.display()))?;
+        remove(&old)?;
     }
-    Ok(Checkpoint(done))
+    Ok(done)
+}
+
+/// Deletes a checkpoint: renamed out of the `samples-` names first (one atomic step), so it no
+/// longer counts, then deleted.
+fn remove(checkpoint: &Checkpoint) -> Result<()> {
+    let name = checkpoint.0.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let doomed = checkpoint.0.with_file_name(format!("{DELETING}{name}"));
+    if doomed.exists() {
+        std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot remove {}", doomed.display()))?;
+    }
+    std::fs::rename(&checkpoint.0, &doomed).with_context(|| format!("cannot remove old checkpoint {}", checkpoint.0.display()))?;
+    if let Some(dir) = doomed.parent() {
+        video_io::atomic::sync_dir(dir);
+    }
+    std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot remove {}", doomed.display()))
+}
+
+/// Finishes deletions a killed process left part-way.
+fn remove_deleted(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(DELETING)) {
+            std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The newest checkpoint in `dir` that is complete and intact, with its state, after warning of
+/// each newer one passed over; `None` when there is no checkpoint, an error naming the newest's
+/// damage when none is intact.
+pub fn newest_intact(dir: &Path) -> Result<Option<(Checkpoint, TrainState)>> {
+    let all = list(dir)?;
+    let mut damaged: Vec<(PathBuf, String)> = Vec::new();
+    for checkpoint in all.iter().rev() {
+        match checkpoint.verify() {
+            Ok(state) => {
+                for (path, why) in &damaged {
+                    tracing::warn!("passed over damaged checkpoint {}: {why}", path.display());
+                }
+                if !damaged.is_empty() {
+                    tracing::warn!("using {}, the newest intact checkpoint", checkpoint.0.display());
+                }
+                return Ok(Some((checkpoint.clone(), state)));
+            }
+            Err(e) => damaged.push((checkpoint.0.clone(), format!("{e:#}"))),
+        }
+    }
+    match damaged.first() {
+        None => Ok(None),
+        Some((_, why)) => bail!("no intact checkpoint in {} ({} damaged; the newest: {why})", dir.display(), damaged.len()),
+    }
 }
 
 fn sync_file(path: &Path) -> Result<()> {
     std::fs::File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", path.display()))
 }
 
-/// Complete checkpoints in `dir` (temporary `.partial-` folders are not), oldest first.
+/// Checkpoint folders in `dir` (temporary `.partial-` and `.deleting-` folders are not), oldest
+/// first; [`Checkpoint::verify`] tells whether each is complete and intact.
 pub fn list(dir: &Path) -> Result<Vec<Checkpoint>> {
     if !dir.exists() {
         return Ok(Vec::new());

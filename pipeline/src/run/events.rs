@@ -36,9 +36,12 @@ pub fn hardware() -> String {
     format!("{model}, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Appends one line in one write, so lines of processes appending at once (training and
+/// sampling from the same run) never interleave.
 pub fn append(path: &Path, event: &Event) -> Result<()> {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    writeln!(file, "{}", serde_json::to_string(event)?).with_context(|| format!("cannot write {}", path.display()))
+    let line = format!("{}\n", serde_json::to_string(event)?);
+    file.write_all(line.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Every readable event, oldest first; none when the file does not exist.

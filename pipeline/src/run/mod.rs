@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! RUN/
+//!   .lock             (see lock: held by the one process that writes the run)
 //!   config.toml
 //!   metrics.jsonl
 //!   events.jsonl      (see events: training calls, samples and evaluations written)
@@ -13,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod events;
+pub mod lock;
 pub mod metrics;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use model3d::UViT;
 
 use crate::config::RunConfig;
 use checkpoint::Checkpoint;
+use lock::RunLock;
 use metrics::MetricsLog;
 
 const CONFIG_FILE: &str = "config.toml";
@@ -96,59 +99,88 @@ impl RunDir {
         if !self.0.is_dir() {
             bail!("{}: no run folder here (start one with `sid2 train --config ...`)", self.0.display());
         }
+        if !self.config_path().exists() {
+            bail!("{}: not a run folder, it has no {CONFIG_FILE} (start a run with `sid2 train --config ...`)", self.0.display());
+        }
         RunConfig::load(&self.config_path(), &[]).with_context(|| format!("run folder {}", self.0.display()))
     }
 
-    /// The run's config: the saved one when resuming (a different one given now is an error,
-    /// except a longer `train.total_samples`), otherwise the given one, saved for later.
-    pub fn resolve_config(&self, given: Option<RunConfig>) -> Result<RunConfig> {
+    /// The run's config, decided before anything is written: the saved one when resuming (a
+    /// different one given now is an error naming the first key that differs, except a longer
+    /// `train.total_samples`), otherwise the given one. The flag says whether it must be saved
+    /// ([`save_config`](Self::save_config)) once every other check has passed.
+    pub fn plan_config(&self, given: Option<RunConfig>) -> Result<(RunConfig, bool)> {
         if !self.config_path().exists() {
             let config = given.with_context(|| format!("{} has no {CONFIG_FILE}: give --config to start a run", self.0.display()))?;
-            std::fs::create_dir_all(&self.0).with_context(|| format!("cannot create run folder {}", self.0.display()))?;
-            self.save_config(&config)?;
-            return Ok(config);
+            return Ok((config, true));
         }
         let mut saved = self.load_config()?;
-        let Some(given) = given else { return Ok(saved) };
-        let extended = crate::config::TrainConfig { total_samples: saved.train.total_samples, ..given.train.clone() };
-        let sections = [
-            ("data", given.data == saved.data),
-            ("model", given.model == saved.model),
-            ("diffusion", given.diffusion == saved.diffusion),
-            ("train", extended == saved.train),
-        ];
-        if let Some((section, _)) = sections.iter().find(|(_, same)| !same) {
-            bail!("run folder {} was started with a different [{section}] section; resume with the same config or choose a new --run", self.0.display());
+        let Some(given) = given else { return Ok((saved, false)) };
+        if let Some((key, was, now)) = saved.first_difference(&given) {
+            bail!(
+                "run folder {} was started with {key} = {was}, given {now}; resume with the same config (only train.total_samples may change) or choose a new --run",
+                self.0.display()
+            );
         }
-        if given.train.total_samples != saved.train.total_samples {
-            // Nothing is rewritten unless the run can resume.
-            if let Some(latest) = self.latest_checkpoint()? {
-                latest.verify()?;
-            }
-            saved.train.total_samples = given.train.total_samples;
-            self.save_config(&saved)?;
-        }
-        Ok(saved)
+        let longer = given.train.total_samples != saved.train.total_samples;
+        saved.train.total_samples = given.train.total_samples;
+        Ok((saved, longer))
     }
 
-    fn save_config(&self, config: &RunConfig) -> Result<()> {
+    /// Takes the run's write lock ([`lock`]) when the folder exists; `None` when it does not yet.
+    pub fn lock_existing(&self, what: &str) -> Result<Option<RunLock>> {
+        if !self.0.is_dir() {
+            return Ok(None);
+        }
+        RunLock::acquire(&self.0, what).map(Some)
+    }
+
+    /// Creates the folder of a new run and takes its write lock; refuses when another process
+    /// started a run there since this one looked.
+    pub fn create_locked(&self, what: &str) -> Result<RunLock> {
+        std::fs::create_dir_all(&self.0).with_context(|| format!("cannot create run folder {}", self.0.display()))?;
+        let lock = RunLock::acquire(&self.0, what)?;
+        if self.config_path().exists() {
+            bail!("run folder {} was started by another process meanwhile; run the same command again to resume it", self.0.display());
+        }
+        Ok(lock)
+    }
+
+    /// Removes what [`create_locked`](Self::create_locked) made, after a start that failed
+    /// before its config was saved (the folder only when nothing else is in it).
+    pub fn abandon_start(&self, lock: RunLock) {
+        let _ = std::fs::remove_file(lock.path());
+        drop(lock);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+
+    /// Whether this process may add files to the folder (a run shared read-only can still be
+    /// sampled and evaluated; it is then left unchanged).
+    pub fn writable(&self) -> bool {
+        let probe = self.0.join(format!(".write-test-{}", std::process::id()));
+        let ok = std::fs::File::create(&probe).is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    }
+
+    pub fn save_config(&self, config: &RunConfig) -> Result<()> {
         Ok(video_io::atomic::write_bytes(&self.config_path(), &[config.to_toml().as_bytes()])?)
     }
 
-    /// Complete checkpoints, oldest first.
+    /// Checkpoint folders, oldest first (see [`checkpoint::list`]).
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         checkpoint::list(&self.checkpoints_dir())
     }
 
-    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        Ok(self.checkpoints()?.pop())
+    /// The newest complete, intact checkpoint and its state (see [`checkpoint::newest_intact`]).
+    pub fn latest_checkpoint(&self) -> Result<Option<(Checkpoint, checkpoint::TrainState)>> {
+        checkpoint::newest_intact(&self.checkpoints_dir())
     }
 
-    /// The network of the newest checkpoint with the chosen weights, verified; also returns the
+    /// The network of the newest intact checkpoint with the chosen weights; also returns the
     /// weights file it read.
     pub fn load_model(&self, config: &RunConfig, weights: Weights, device: &Device) -> Result<(UViT, PathBuf)> {
-        let latest = self.latest_checkpoint()?.with_context(|| format!("{} has no checkpoint yet: train first", self.checkpoints_dir().display()))?;
-        latest.verify()?;
+        let (latest, _) = self.latest_checkpoint()?.with_context(|| format!("{} has no checkpoint yet: train first", self.checkpoints_dir().display()))?;
         let file = match weights {
             Weights::Raw => latest.model_file(),
             Weights::Default => config.train.ema_decays.first().map_or_else(|| latest.model_file(), |&d| latest.ema_file(d)),

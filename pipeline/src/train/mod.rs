@@ -3,6 +3,7 @@
 //! with warm-up, EMAs, label dropout, non-finite guards, validation on held-out clips,
 //! checkpoints, and a resumable, reproducible sample stream.
 
+pub mod interrupt;
 pub mod loader;
 pub mod params;
 pub mod trainer;
@@ -60,6 +61,8 @@ pub struct Args {
 /// What a finished `train` call reports.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
+    /// The run's config as resolved (the saved one when resumed).
+    pub config: RunConfig,
     pub samples_seen: u64,
     pub resumed_from: Option<u64>,
     pub last_loss: f64,
@@ -81,9 +84,8 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         print!("{}", info::describe(&config));
         return Ok(());
     }
-    let config = run.resolve_config(given)?;
-    let job = Job { run: &run, data: &args.data, val: args.val.as_deref(), init: args.init.as_deref(), config: &config };
-    let summary = train(&job, &globals.device()?, globals)?;
+    let job = Job { run: &run, data: &args.data, val: args.val.as_deref(), init: args.init.as_deref(), given };
+    let summary = train(&job, globals)?;
     println!(
         "trained to {} samples{}; last loss {:.4}; checkpoint {}",
         summary.samples_seen,
@@ -94,13 +96,14 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     Ok(())
 }
 
-/// One training call: where the run lives, what it trains on, and its resolved config.
+/// One training call: where the run lives, what it trains on, and the config given to start it
+/// (a resumed run's saved config must agree with it; `None` resumes with the saved one).
 pub struct Job<'a> {
     pub run: &'a RunDir,
     pub data: &'a Path,
     pub val: Option<&'a Path>,
     pub init: Option<&'a Path>,
-    pub config: &'a RunConfig,
+    pub given: Option<RunConfig>,
 }
 
 /// Opens prepared shards and checks they fit the run: clip layout, records, classes.
@@ -120,22 +123,51 @@ pub fn open_data(dir: &Path, config: &RunConfig) -> Result<ShardDataset> {
     Ok(data)
 }
 
-/// Trains until `train.total_samples`, resuming from the newest complete checkpoint.
-pub fn train(job: &Job<'_>, device: &Device, globals: &Globals) -> Result<TrainSummary> {
-    let (config, tc) = (job.config, &job.config.train);
-    let data = open_data(job.data, config)?;
-    let validation = job.val.map(|dir| Validation::new(&open_data(dir, config)?, config, device)).transpose()?;
-    let mut trainer = Trainer::new(config, device)?;
+/// Trains until `train.total_samples`, resuming from the newest intact checkpoint. Every check
+/// (config, data, held-out data, device, starting weights, the checkpoint's own config) runs
+/// before the first byte is written, under the run's write lock when the run exists; a new run's
+/// folder is made only once they pass.
+pub fn train(job: &Job<'_>, globals: &Globals) -> Result<TrainSummary> {
+    if let Some(init) = job.init {
+        crate::paths::existing_file("--init", init)?;
+    }
+    let existing_lock = job.run.lock_existing("train")?;
+    let (config, save) = job.run.plan_config(job.given.clone())?;
+    let tc = &config.train;
+    let device = globals.device()?;
+    let data = open_data(job.data, &config)?;
+    let validation = job.val.map(|dir| Validation::new(&open_data(dir, &config).context("--val")?, &config, &device)).transpose()?;
+    let mut trainer = Trainer::new(&config, &device)?;
     let latest = job.run.latest_checkpoint()?;
-    let state = match (&latest, job.init) {
-        (Some(latest), _) => trainer.resume(latest)?,
+    let state = match (latest, job.init) {
+        (Some((checkpoint, state)), _) => {
+            trained_with(&checkpoint, &state, &config)?;
+            trainer.resume(&checkpoint, state)?
+        }
         (None, Some(weights)) => {
-            trainer.init_from(weights)?;
+            trainer.init_from(weights).context("--init")?;
             TrainState::default()
         }
         (None, None) => TrainState::default(),
     };
-    let resumed_from = latest.map(|_| state.samples_seen);
+    let resumed_from = (state.samples_seen > 0).then_some(state.samples_seen);
+    let _lock = match existing_lock {
+        Some(lock) => {
+            if save {
+                job.run.save_config(&config)?;
+            }
+            lock
+        }
+        None => {
+            let lock = job.run.create_locked("train")?;
+            if let Err(e) = job.run.save_config(&config) {
+                job.run.abandon_start(lock);
+                return Err(e);
+            }
+            lock
+        }
+    };
+    interrupt::install();
     let backend = if device.clone().inner() == Device::flex() { "CPU (burn-flex)" } else { "GPU (burn-cuda)" };
     job.run.record(&Event::Train { unix_s: events::now(), samples: state.samples_seen, backend: backend.into(), hardware: events::hardware(), commit: events::commit() })?;
     let mut loader = Loader::start(Arc::new(data), tc.batch_size, state.samples_seen, tc.seed, tc.flip)?;
@@ -162,24 +194,58 @@ pub fn train(job: &Job<'_>, device: &Device, globals: &Globals) -> Result<TrainS
             tracing::info!(samples = p, val_loss = record.loss, val_v_mse = record.v_mse, "validation");
             progress.log.write(Record::Val(record))?;
         }
-        if checkpoint_due {
-            progress.last_checkpoint = Some(save_checkpoint(job.run, &trainer, &progress.state, tc.keep_checkpoints)?);
+        let interrupted = interrupt::requested();
+        if checkpoint_due || interrupted {
+            progress.last_checkpoint = Some(save_checkpoint(job.run, &trainer, &progress.state, &config)?);
             crate::report::refresh(job.run);
+        }
+        if interrupted {
+            progress.bar.finish_and_clear();
+            let at = progress.last_checkpoint.as_ref().map_or_else(String::new, |c| c.path().display().to_string());
+            return Err(interrupt::Interrupted(format!("interrupted at sample {p}: checkpoint written to {at}; run the same command to resume")).into());
         }
     }
     progress.bar.finish_and_clear();
     let last_checkpoint = progress.last_checkpoint.map(|c| c.path().to_owned());
-    Ok(TrainSummary { samples_seen: progress.state.samples_seen, resumed_from, last_loss: progress.last_loss, checkpoint: last_checkpoint })
+    Ok(TrainSummary { config: config.clone(), samples_seen: progress.state.samples_seen, resumed_from, last_loss: progress.last_loss, checkpoint: last_checkpoint })
 }
 
-fn save_checkpoint(run: &RunDir, trainer: &Trainer, state: &TrainState, keep: usize) -> Result<Checkpoint> {
+/// A checkpoint resumes only under the config it was trained with (but a longer
+/// `train.total_samples`), whatever the run folder's `config.toml` says now or whether it is
+/// there at all: the first key that differs is named.
+fn trained_with(checkpoint: &Checkpoint, state: &TrainState, config: &RunConfig) -> Result<()> {
+    let Some(hash) = &state.config_hash else { return Ok(()) }; // written before hashes were recorded
+    if *hash == config.resume_hash() {
+        return Ok(());
+    }
+    let file = checkpoint.config_file();
+    let trained = RunConfig::load(&file, &[]).with_context(|| format!("checkpoint {} was trained with another config", checkpoint.path().display()))?;
+    match trained.first_difference(config) {
+        Some((key, was, now)) => bail!(
+            "checkpoint {} was trained with {key} = {was}, the run now gives {now}; resume with the config it was trained with (only train.total_samples may change) or choose a new --run",
+            checkpoint.path().display()
+        ),
+        None => bail!("{}: does not match the hash recorded in its state.json (damaged)", file.display()),
+    }
+}
+
+fn save_checkpoint(run: &RunDir, trainer: &Trainer, state: &TrainState, config: &RunConfig) -> Result<Checkpoint> {
     let samples = state.samples_seen;
     if !all_finite(trainer.model()) {
-        bail!("weights became non-finite at sample {samples}; no checkpoint written, the last one in {} is intact", run.checkpoints_dir().display());
+        bail!("weights became non-finite at sample {samples}; no checkpoint written ({})", last_checkpoint_words(run));
     }
-    let saved = checkpoint::save(&run.checkpoints_dir(), state, trainer.model(), &trainer.emas, &trainer.optim, keep)?;
+    let state = TrainState { config_hash: Some(config.resume_hash()), ..state.clone() };
+    let saved = checkpoint::save(&run.checkpoints_dir(), &state, &config.to_toml(), trainer.model(), &trainer.emas, &trainer.optim, config.train.keep_checkpoints)?;
     tracing::info!(samples, path = %saved.path().display(), "checkpoint");
     Ok(saved)
+}
+
+/// What a stopped run still has: its newest intact checkpoint, or none.
+fn last_checkpoint_words(run: &RunDir) -> String {
+    match run.latest_checkpoint() {
+        Ok(Some((c, _))) => format!("the last checkpoint, {}, is intact", c.path().display()),
+        _ => "the run has no checkpoint yet".to_owned(),
+    }
 }
 
 /// The loop's bookkeeping between log lines: counters, device-side sums, timings, the status
@@ -247,11 +313,7 @@ impl Progress {
         let (n, in_a_row) = (self.steps.max(1) as f64, read[3] as u32);
         self.state.skipped_nonfinite += read[2] as u64;
         if in_a_row >= tc.max_nonfinite {
-            bail!(
-                "training stopped at sample {samples}: {in_a_row} non-finite updates in a row (train.max_nonfinite = {}); the last checkpoint in {} is intact",
-                tc.max_nonfinite,
-                run.checkpoints_dir().display()
-            );
+            bail!("training stopped at sample {samples}: {in_a_row} non-finite updates in a row (train.max_nonfinite = {}); {}", tc.max_nonfinite, last_checkpoint_words(run));
         }
         let elapsed_s = self.start.elapsed().as_secs_f64();
         let samples_per_s = (samples - self.start_samples) as f64 / elapsed_s.max(1e-9);

@@ -85,9 +85,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// Loads weights, optimizer state and EMAs from a checkpoint, verified first.
-    pub fn resume(&mut self, checkpoint: &Checkpoint) -> Result<TrainState> {
-        let state = checkpoint.verify()?;
+    /// Loads weights, optimizer state and EMAs from a checkpoint verified as `state`.
+    pub fn resume(&mut self, checkpoint: &Checkpoint, state: TrainState) -> Result<TrainState> {
         let model = self.model.take().expect("model present between steps");
         self.model = Some(stable_ids(load_module(model, &checkpoint.model_file())?));
         let optim_path = checkpoint.optimizer_file();
