@@ -63,7 +63,8 @@ fn the_report_of_a_real_run_renders_in_chromium() {
     let (dom, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let result = dom.split("RESULT ").nth(1).and_then(|r| r.split("</pre>").next()).unwrap_or_else(|| panic!("no result in the DOM:\n{dom}\n{log}"));
     let result: serde_json::Value = serde_json::from_str(&result.replace("&quot;", "\"")).unwrap();
-    assert_eq!(result["charts"].as_u64(), Some(pipeline::report::CHARTS as u64), "{result}");
+    // The curves and the evaluation's per-frame chart.
+    assert_eq!(result["charts"].as_u64(), Some(pipeline::report::CHARTS as u64 + 1), "{result}");
     assert_eq!(result["missing_charts"].as_u64(), Some(0), "{result}");
     let durations = result["durations"].as_array().unwrap();
     assert_eq!(durations.len(), 2, "one comparison video per clip: {result}");

@@ -152,7 +152,8 @@ fn dir_mib(dir: &Path) -> f64 {
     std::fs::read_dir(dir).map_or(0.0, |entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len() as f64).sum::<f64>() / (1 << 20) as f64)
 }
 
-/// The charts of the page, always the same seven (a chart without data says so).
+/// The curves of the page, always the same seven (a chart without data says so); an evaluation
+/// adds one more, its PSNR per predicted frame.
 pub const CHARTS: usize = 7;
 
 fn charts(page: &mut Page, train: &[TrainRecord], val: &[ValRecord]) {
@@ -231,7 +232,24 @@ fn evaluation(page: &mut Page, events: &[Event]) {
     for q in &report.per_frame {
         let _ = write!(page.body, "<tr><td>{}</td><td>{:.2}</td><td>{:.4}</td><td>{:.2}</td><td>{:.4}</td></tr>", q.frame, q.psnr_db, q.ssim, q.last_frame_psnr_db, q.last_frame_ssim);
     }
-    let _ = write!(page.body, "<tr><th>mean</th><th>{:.2}</th><th>{:.4}</th><th>{:.2}</th><th>{:.4}</th></tr></table>", report.mean_psnr_db, report.mean_ssim, report.last_frame_psnr_db, report.last_frame_ssim);
+    let _ = write!(
+        page.body,
+        "<tr><th>mean</th><th>{:.2} ± {:.2}</th><th>{:.4} ± {:.4}</th><th>{:.2}</th><th>{:.4}</th></tr></table>",
+        report.mean_psnr_db, report.psnr_ci95_db, report.mean_ssim, report.ssim_ci95, report.last_frame_psnr_db, report.last_frame_ssim
+    );
+    let mut notes = String::new();
+    for line in report.summary().lines().filter(|l| l.starts_with("best of") || l.starts_with("diversity") || l.starts_with("moving pixels")) {
+        let _ = write!(notes, "<li>{}</li>", escape(line));
+    }
+    if !notes.is_empty() {
+        let _ = write!(page.body, "<ul>{notes}</ul>");
+    }
+    match svg(&crate::eval::per_frame_chart(&report), (640, 320)) {
+        Ok(svg) => {
+            let _ = write!(page.body, "<div class=\"chart\">{svg}</div>");
+        }
+        Err(e) => page.missing.push(format!("per-frame chart: {e:#}")),
+    }
     for f in &report.frechet {
         let _ = write!(page.body, "<p>{:?}: <b>{:.2}</b> ({} generated vs {} real feature vectors)</p>", f.metric, f.value, f.generated_samples, f.real_samples);
     }

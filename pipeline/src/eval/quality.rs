@@ -3,8 +3,7 @@
 /// PSNR in dB of two equal-size 8-bit images; `f64::INFINITY` when identical.
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "images must have the same size");
-    let mse = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len() as f64;
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0 * 255.0 / mse).log10() }
+    psnr_of_mse(a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len() as f64)
 }
 
 const WINDOW: usize = 11;
@@ -16,6 +15,22 @@ const C2: f64 = (0.03 * 255.0) * (0.03 * 255.0);
 /// (σ = 1.5, K1 = 0.01, K2 = 0.03), over every fully covered window position and the three
 /// channels (as `tf.image.ssim`). Images smaller than the window use one window of their size.
 pub fn ssim(a: &[u8], b: &[u8], width: usize, height: usize) -> f64 {
+    let map = ssim_map(a, b, width, height);
+    map.values.iter().sum::<f64>() / map.values.len() as f64
+}
+
+/// SSIM at each window position, averaged over the channels.
+pub struct SsimMap {
+    /// Row-major, `(height − win + 1) × (width − win + 1)`.
+    pub values: Vec<f64>,
+    /// Positions per row.
+    pub width: usize,
+    /// The window's side: the value at position `(x, y)` belongs to pixel `(x + win/2, y + win/2)`.
+    pub win: usize,
+}
+
+/// The SSIM of [`ssim`] at every window position.
+pub fn ssim_map(a: &[u8], b: &[u8], width: usize, height: usize) -> SsimMap {
     assert_eq!(a.len(), width * height * 3);
     assert_eq!(b.len(), a.len());
     let win = WINDOW.min(width).min(height);
@@ -25,12 +40,12 @@ pub fn ssim(a: &[u8], b: &[u8], width: usize, height: usize) -> f64 {
         let s: f64 = w.iter().sum();
         w.into_iter().map(|v| v / s).collect()
     };
-    let mut total = 0.0;
-    let mut count = 0.0;
+    let (mw, mh) = (width - win + 1, height - win + 1);
+    let mut values = vec![0.0; mw * mh];
     for ch in 0..3 {
         let px = |img: &[u8], x: usize, y: usize| img[(y * width + x) * 3 + ch] as f64;
-        for y0 in 0..=height - win {
-            for x0 in 0..=width - win {
+        for y0 in 0..mh {
+            for x0 in 0..mw {
                 let (mut ma, mut mb, mut aa, mut bb, mut ab) = (0.0, 0.0, 0.0, 0.0, 0.0);
                 for j in 0..win {
                     for i in 0..win {
@@ -44,12 +59,37 @@ pub fn ssim(a: &[u8], b: &[u8], width: usize, height: usize) -> f64 {
                     }
                 }
                 let (var_a, var_b, cov) = (aa - ma * ma, bb - mb * mb, ab - ma * mb);
-                total += ((2.0 * ma * mb + C1) * (2.0 * cov + C2)) / ((ma * ma + mb * mb + C1) * (var_a + var_b + C2));
-                count += 1.0;
+                values[y0 * mw + x0] += ((2.0 * ma * mb + C1) * (2.0 * cov + C2)) / ((ma * ma + mb * mb + C1) * (var_a + var_b + C2)) / 3.0;
             }
         }
     }
-    total / count
+    SsimMap { values, width: mw, win }
+}
+
+/// The moving pixels of a frame (docs/evaluation.md): where any channel of the real frame differs
+/// from the last context frame by more than `threshold` (of 255). One flag per pixel.
+pub fn moving(real: &[u8], last_context: &[u8], threshold: u8) -> Vec<bool> {
+    real.chunks_exact(3).zip(last_context.chunks_exact(3)).map(|(r, l)| r.iter().zip(l).any(|(&x, &y)| x.abs_diff(y) > threshold)).collect()
+}
+
+/// Squared error summed over the pixels of `mask` (all channels), and the count of values summed.
+pub fn masked_squared_error(a: &[u8], b: &[u8], mask: &[bool]) -> (f64, usize) {
+    a.chunks_exact(3).zip(b.chunks_exact(3)).zip(mask).filter(|(_, m)| **m).fold((0.0, 0), |(sum, n), ((pa, pb), _)| {
+        (sum + pa.iter().zip(pb).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>(), n + 3)
+    })
+}
+
+/// PSNR in dB of a mean squared error of 8-bit values.
+pub fn psnr_of_mse(mse: f64) -> f64 {
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0 * 255.0 / mse).log10() }
+}
+
+/// The SSIM of [`ssim_map`] summed over the window positions whose centre pixel is in `mask`, and
+/// the count of those positions.
+pub fn masked_ssim_sum(a: &[u8], b: &[u8], width: usize, height: usize, mask: &[bool]) -> (f64, usize) {
+    let map = ssim_map(a, b, width, height);
+    let c = map.win / 2;
+    map.values.iter().enumerate().filter(|(i, _)| mask[(i / map.width + c) * width + i % map.width + c]).fold((0.0, 0), |(s, n), (_, v)| (s + v, n + 1))
 }
 
 #[cfg(test)]
@@ -72,6 +112,32 @@ mod tests {
         let (a, b) = (vec![100u8; 16 * 16 * 3], vec![140u8; 16 * 16 * 3]);
         let expected = (2.0 * 100.0 * 140.0 + C1) / (100.0f64 * 100.0 + 140.0 * 140.0 + C1);
         assert!((ssim(&a, &b, 16, 16) - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn masked_scores_see_only_the_masked_pixels() {
+        // 32x16: the left half differs by 20 in the red channel, the right half is equal.
+        let (w, h) = (32, 16);
+        let a = vec![100u8; w * h * 3];
+        let b: Vec<u8> = (0..w * h * 3).map(|i| if (i / 3) % w < 16 && i % 3 == 0 { 120 } else { 100 }).collect();
+        let left: Vec<bool> = (0..w * h).map(|p| p % w < 16).collect();
+        assert_eq!(moving(&b, &a, 19), left);
+        assert!(moving(&b, &a, 20).iter().all(|m| !m), "a difference of exactly the threshold is not motion");
+        let (sum, n) = masked_squared_error(&a, &b, &left);
+        assert_eq!((sum, n), (400.0 * 256.0, 3 * 256));
+        assert!((psnr_of_mse(sum / n as f64) - 10.0 * (255.0f64.powi(2) * 3.0 / 400.0).log10()).abs() < 1e-12);
+        let right: Vec<bool> = left.iter().map(|m| !m).collect();
+        assert_eq!(masked_squared_error(&a, &b, &right).0, 0.0);
+        // The map's mean is the whole-image SSIM; windows centred at x >= 21 see only the
+        // unchanged half, so their SSIM is 1, and those centred on the left see the change.
+        let map = ssim_map(&a, &b, w, h);
+        assert!((map.values.iter().sum::<f64>() / map.values.len() as f64 - ssim(&a, &b, w, h)).abs() < 1e-12);
+        let far_right: Vec<bool> = (0..w * h).map(|p| p % w >= 21).collect();
+        let (s, n) = masked_ssim_sum(&a, &b, w, h, &far_right);
+        assert!(n > 0 && (s / n as f64 - 1.0).abs() < 1e-12, "{s} / {n}");
+        let (s, n) = masked_ssim_sum(&a, &b, w, h, &left);
+        assert!(n > 0 && s / (n as f64) < 1.0 - 1e-6, "{s} / {n}");
+        assert_eq!(masked_ssim_sum(&a, &b, w, h, &vec![false; w * h]), (0.0, 0));
     }
 
     #[test]
