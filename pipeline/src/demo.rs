@@ -74,7 +74,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let train_args = train::Args { run: run.clone(), data, val: Some(heldout.clone()), config: Some(config_path), init: Some(start), overrides: Vec::new(), dry_run: false };
     train::run(train_args, globals)?;
     let media = MediaArgs { fps: 4, upscale: 4 };
-    let sample_args = sample::Args { run: run.clone(), out: samples.clone(), data: Some(heldout), video: None, count: args.count, seed: 0, ema: None, batch: 4, media, overrides: Vec::new(), overwrite: false };
+    let sample_args = sample::Args { run: run.clone(), out: samples.clone(), data: Some(heldout), video: None, count: args.count, seed: 0, samples_per_clip: 1, frames: None, ema: None, batch: 4, media, overrides: Vec::new(), overwrite: false };
     sample::run(sample_args, globals)?;
     let scores = samples.join("eval.json");
     let eval_args = eval::Args {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use ndarray::s;
 use burn::prelude::*;
 use model3d::network::compute_copy;
 use model3d::sampler::sample;
@@ -43,9 +44,18 @@ pub struct Args {
     /// Clips to predict, or images per class.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
-    /// Seed of the sampling noise; clip i's noise depends only on (seed, i).
+    /// Seed of the sampling noise; the noise of clip i's sample s depends only on (seed, i, s).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Predictions per clip, stored together in predictions.bin (`sid2 eval` then scores the
+    /// best of them and their diversity); the first is the one a single sample gives.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub samples_per_clip: u32,
+    /// Roll predictions out to this many frames per clip, window after window, each conditioned
+    /// on the last context frames of what came before (real at first, generated after); with
+    /// --video long enough, real.bin holds the real frames to score the whole rollout against.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub frames: Option<u32>,
     /// Weights to sample with: an EMA decay the run keeps (default: its first), or `raw`.
     #[arg(long)]
     pub ema: Option<Weights>,
@@ -74,31 +84,62 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     }
     let writes = |name: &str| name == PREDICTIONS || name == REAL || is_media_name(name);
     check_output_dir("--out", &args.out, writes, &args.video.iter().map(PathBuf::as_path).collect::<Vec<_>>(), args.overwrite)?;
-    let (real, labels) = conditioning(&args, &config)?;
+    let (t, k) = (config.data.frames, config.diffusion.context_frames);
+    let total = args.frames.map_or(t, |f| f as usize);
+    if args.frames.is_some() && total <= k {
+        bail!("--frames {total}: must be more than the {k} context frames the run predicts from (diffusion.context_frames)");
+    }
+    let (real, labels) = conditioning(&args, &config, total)?;
+    let per_clip = args.samples_per_clip as usize;
+    if per_clip > 1 && real.is_none() {
+        bail!("--samples-per-clip {per_clip}: is for video prediction; for more images per class, raise --count");
+    }
     let device = globals.device()?;
     let (model, weights) = run.load_model(&config, args.ema.unwrap_or_default(), &device)?;
     let record = run.writable();
     if !record {
         tracing::warn!("run folder {} is read-only: these samples are not added to its events and report", run.path().display());
     }
-    let bar = globals.bar(labels.len() as u64, "sample {bar:25} {pos}/{len} clips  ETA {eta}");
-    let (generated, stats) = generate(&model, &config, real.as_ref(), &labels, args.seed, args.batch as usize, &device, &bar)?;
-    bar.finish_and_clear();
+    let mut samples = Vec::new();
+    let mut stats = SampleStats::default();
+    for s in 0..per_clip {
+        let template = if per_clip > 1 { format!("sample {}/{per_clip} {{bar:25}} {{pos}}/{{len}} clips  ETA {{eta}}", s + 1) } else { "sample {bar:25} {pos}/{len} clips  ETA {eta}".to_owned() };
+        let bar = globals.bar(labels.len() as u64, &template);
+        let seed = sample_seed(args.seed, s);
+        let (clips, st) = match &real {
+            Some(real) if total != t => rollout(&model, &config, real, &labels, seed, total, args.batch as usize, &device, &bar)?,
+            _ => generate(&model, &config, real.as_ref(), &labels, seed, args.batch as usize, &device, &bar)?,
+        };
+        bar.finish_and_clear();
+        samples.push(clips);
+        stats = st;
+    }
+    // Each clip's samples together: clip i's sample s is record i·N + s.
+    let first = samples[0].clone();
+    let generated = if per_clip == 1 { first.clone() } else { Clips::concat(&(0..labels.len()).flat_map(|i| samples.iter().map(move |c| c.select(i..i + 1))).collect::<Vec<_>>()) };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     generated.write(&args.out.join(PREDICTIONS))?;
     if let Some(real) = &real {
         real.write(&args.out.join(REAL))?;
     }
     println!(
-        "{} samples from {} ({} network passes each, {} unconditional passes skipped outside the guidance interval) in {}",
+        "{} samples{} from {} ({} network passes each, {} unconditional passes skipped outside the guidance interval) in {}",
         generated.len(),
+        if per_clip > 1 { format!(" ({per_clip} per clip; videos of the first)") } else { String::new() },
         weights.display(),
         stats.evaluations,
         stats.skipped_unconditional,
         args.out.display()
     );
+    if let (Some(real), true) = (&real, total != t) {
+        let windows = (total - k).div_ceil(t - k);
+        let scored = if real.layout().frames as usize >= total { "all of them".to_owned() } else { format!("the first {} (the real video ends there)", real.layout().frames) };
+        println!("rollouts of {total} frames in {windows} windows of {} predicted frames; real frames to score against: {scored}", t - k);
+    }
+    // Comparison videos need the real clip as long as the prediction.
+    let paired = real.as_ref().filter(|r| r.layout().frames == first.layout().frames);
     if video_io::FFMPEG || config.data.frames == 1 {
-        let media = write_media(&args.out, &generated, real.as_ref(), config.diffusion.context_frames, &args.media)?;
+        let media = write_media(&args.out, &first, paired, config.diffusion.context_frames, &args.media)?;
         for p in media.files() {
             println!("  {}", p.display());
         }
@@ -114,12 +155,29 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     Ok(())
 }
 
-/// The clips to condition on (video runs) and one label per sample.
-fn conditioning(args: &Args, config: &RunConfig) -> Result<(Option<Clips>, Vec<i64>)> {
+/// The noise seed of each clip's sample `s`: the run's seed for the first, so that one sample per
+/// clip and the first of several are the same prediction.
+pub fn sample_seed(seed: u64, s: usize) -> u64 {
+    if s == 0 { seed } else { model3d::noise::key(&[seed, s as u64]) }
+}
+
+/// The clips to condition on (video runs), with up to `frames` real frames each, and one label
+/// per sample.
+fn conditioning(args: &Args, config: &RunConfig, frames: usize) -> Result<(Option<Clips>, Vec<i64>)> {
     let (count, k, classes) = (args.count as usize, config.diffusion.context_frames, config.model.num_classes);
+    if k == 0 && args.frames.is_some() {
+        bail!("--frames: this run has no context frames (diffusion.context_frames = 0) to roll predictions out from");
+    }
     let real = match (&args.data, &args.video) {
         (_, Some(_)) if k == 0 => bail!("--video: this run makes class-conditional images (diffusion.context_frames = 0); there are no frames to predict from a video"),
         (Some(dir), _) => Some(from_data(dir, count, config)?),
+        (_, Some(path)) if frames > config.data.frames => {
+            // As many real frames as the rollout, where the video has them.
+            match from_video(path, count, &PrepareConfig { frames, ..config.data.clone() }) {
+                Ok(clips) => Some(clips),
+                Err(_) => Some(from_video(path, count, &config.data)?),
+            }
+        }
         (_, Some(path)) => Some(from_video(path, count, &config.data)?),
         (None, None) if k == 0 => None,
         (None, None) => bail!("this run predicts from {k} context frames: give --data or --video"),
@@ -149,6 +207,48 @@ fn from_video(path: &Path, count: usize, data: &PrepareConfig) -> Result<Clips> 
         tracing::warn!(path = %path.display(), frame = d.frame, reason = %d.reason, "damaged video: using the clips before the damage");
     }
     Ok(taken.clips)
+}
+
+/// Predicts `total` frames of each clip of `real` window after window: the first window is
+/// conditioned on the clip's first `diffusion.context_frames` real frames and is exactly
+/// [`generate`] with `seed`; each later window `w` is conditioned on the last context frames of
+/// what came before and draws its noise from `(seed, w)`.
+#[allow(clippy::too_many_arguments)]
+pub fn rollout(
+    model: &UViT,
+    config: &RunConfig,
+    real: &Clips,
+    labels: &[i64],
+    seed: u64,
+    total: usize,
+    batch: usize,
+    device: &Device,
+    bar: &indicatif::ProgressBar,
+) -> Result<(Clips, SampleStats)> {
+    let (t, k) = (config.data.frames, config.diffusion.context_frames);
+    let window = |pixels: ndarray::ArrayView5<'_, u8>| Clips::new(pixels.to_owned(), real.labels.clone());
+    let (first, stats) = generate(model, config, Some(&window(real.pixels.slice(s![.., ..t, .., .., ..]))), labels, seed, batch, device, bar)?;
+    let mut sequence = first.pixels;
+    for w in 1u64.. {
+        let len = sequence.dim().1;
+        if len >= total {
+            break;
+        }
+        let mut context = ndarray::Array5::<u8>::zeros(first_shape(&sequence, t));
+        context.slice_mut(s![.., ..k, .., .., ..]).assign(&sequence.slice(s![.., len - k.., .., .., ..]));
+        let (next, _) = generate(model, config, Some(&window(context.view())), labels, model3d::noise::key(&[seed, ROLLOUT, w]), batch, device, bar)?;
+        sequence = ndarray::concatenate(ndarray::Axis(1), &[sequence.view(), next.pixels.slice(s![.., k.., .., .., ..])]).expect("windows of one clip layout");
+    }
+    Ok((Clips::new(sequence.slice(s![.., ..total, .., .., ..]).to_owned(), real.labels.clone()), stats))
+}
+
+/// Keys the noise of a rollout's later windows apart from other samples ("ROLL").
+const ROLLOUT: u64 = 0x524F_4C4C;
+
+/// `[N, t, H, W, 3]` for clips shaped like `clips`.
+fn first_shape(clips: &ndarray::Array5<u8>, t: usize) -> (usize, usize, usize, usize, usize) {
+    let (n, _, h, w, c) = clips.dim();
+    (n, t, h, w, c)
 }
 
 /// Generates one clip per entry of `labels` with the `[sample]` settings of `config`, holding the
