@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What `sid2 demo` does, from any weights and for each of the six held-out videos of the learning
 # benchmark: fine-tune 480 samples at lr 1e-4 on the two bundled clips, then predict the first 4
-# clips of each held-out video and print PSNR / SSIM | those of repeating the last context frame.
+# clips of each held-out video, 4 samples each, and print per video: whole-frame PSNR / SSIM (mean
+# over samples, best of 4) | repeating the last context frame, then the same on the moving pixels
+# (docs/evaluation.md).
 #
 #   bash scripts/heldout-videos.sh WEIGHTS.safetensors OUT
 set -euo pipefail
@@ -26,9 +28,8 @@ done
   --config "$config" --init "$weights" "${fine_tune[@]}"
 for shards in "$out"/heldout-*; do
   name="${shards#"$out"/heldout-}"
-  "$sid2" -q sample --run "$out/run" --out "$out/samples-$name" --data "$shards" --count 4 > /dev/null
+  "$sid2" -q sample --run "$out/run" --out "$out/samples-$name" --data "$shards" --count 4 --samples-per-clip 4 > /dev/null
   "$sid2" -q eval --pred "$out/samples-$name/predictions.bin" --real "$out/samples-$name/real.bin" \
     --context 5 --out "$out/samples-$name/eval.json" > /dev/null
-  python3 -c 'import json, sys; r = json.load(open(sys.argv[2])); print("%-36s %5.2f dB %.3f | %5.2f dB %.3f" % (sys.argv[1], r["mean_psnr_db"], r["mean_ssim"], r["last_frame_psnr_db"], r["last_frame_ssim"]))' \
-    "$name" "$out/samples-$name/eval.json"
+  python3 scripts/heldout_row.py "$name" "$out/samples-$name/eval.json"
 done

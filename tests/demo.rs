@@ -15,7 +15,9 @@ fn the_demo_runs_from_any_folder() {
     let output = sid2().current_dir(tmp.path()).args(["demo", "--out", s(&out), "--count", "1"]).args(tiny).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("mean over 1 clips: PSNR"), "{stdout}");
+    assert!(stdout.contains("mean over 1 clips x 4 samples: PSNR") && stdout.contains("best of 4: "), "{stdout}");
+    assert!(stdout.contains("a 32-frame rollout of the held-out video"), "{stdout}");
+    assert_eq!(frames_per_ffprobe(&out.join("samples/rollout/clip-000.mp4")), 32);
     let samples = out.join("samples");
     assert_eq!(frames_per_ffprobe(&samples.join("compare-000.mp4")), 16);
     let strip = image::open(samples.join("strip-000.png")).unwrap();

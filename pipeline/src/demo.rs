@@ -74,29 +74,91 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let train_args = train::Args { run: run.clone(), data, val: Some(heldout.clone()), config: Some(config_path), init: Some(start), overrides: Vec::new(), dry_run: false };
     train::run(train_args, globals)?;
     let media = MediaArgs { fps: 4, upscale: 4 };
-    let sample_args = sample::Args { run: run.clone(), out: samples.clone(), data: Some(heldout), video: None, count: args.count, seed: 0, samples_per_clip: 1, frames: None, ema: None, batch: 4, media, overrides: Vec::new(), overwrite: false };
-    sample::run(sample_args, globals)?;
-    let scores = samples.join("eval.json");
+    let sample_args = |out: &Path, data: Option<PathBuf>, video: Option<PathBuf>, count: u32, samples_per_clip: u32, frames: Option<u32>| sample::Args {
+        run: run.clone(),
+        out: out.to_owned(),
+        data,
+        video,
+        count,
+        seed: 0,
+        samples_per_clip,
+        frames,
+        ema: None,
+        batch: 4,
+        media: media.clone(),
+        overrides: Vec::new(),
+        overwrite: false,
+    };
+    let context = config.diffusion.context_frames;
+    sample::run(sample_args(&samples, Some(heldout), None, args.count, SAMPLES_PER_CLIP, None), globals)?;
+    let report = evaluate(&samples, &run, context, globals)?;
+    println!("held-out clips ({}, never trained on), {SAMPLES_PER_CLIP} samples each:", HELDOUT_CLIP.0);
+    println!(
+        "  whole frames:  PSNR {:.2} dB, SSIM {:.3} (best of {SAMPLES_PER_CLIP}: {:.2} dB, {:.3}); repeating the last context frame: {:.2} dB, {:.3}",
+        report.mean_psnr_db,
+        report.mean_ssim,
+        report.best_of_n.as_ref().map_or(f64::NAN, |b| b.mean_psnr_db),
+        report.best_of_n.as_ref().map_or(f64::NAN, |b| b.mean_ssim),
+        report.last_frame_psnr_db,
+        report.last_frame_ssim
+    );
+    if let Some(m) = report.moving.as_ref().filter(|m| m.clips_with_motion > 0) {
+        let v = |x: Option<f64>| x.unwrap_or(f64::NAN);
+        println!(
+            "  moving pixels ({:.0} % of pixels): PSNR {:.2} dB, SSIM {:.3} (best of {SAMPLES_PER_CLIP}: {:.2} dB, {:.3}); repeating the last context frame: {:.2} dB, {:.3}",
+            100.0 * m.fraction,
+            v(m.psnr_db),
+            v(m.ssim),
+            v(m.best_of_n_psnr_db),
+            v(m.best_of_n_ssim),
+            v(m.last_frame_psnr_db),
+            v(m.last_frame_ssim)
+        );
+    }
+    println!("comparison videos (context | real | predicted) and PNG strips in {}", samples.display());
+    let rollout = samples.join("rollout");
+    sample::run(sample_args(&rollout, None, Some(heldout_clips.join(HELDOUT_CLIP.0)), 1, 1, Some(ROLLOUT_FRAMES)), globals)?;
+    let long = evaluate(&rollout, &run, context, globals)?;
+    let window = |range: std::ops::Range<usize>| {
+        let frames: Vec<&eval::FrameQuality> = long.per_frame.iter().filter(|q| range.contains(&q.frame)).collect();
+        frames.iter().map(|q| q.psnr_db).sum::<f64>() / frames.len().max(1) as f64
+    };
+    let t = config.data.frames;
+    println!(
+        "a {ROLLOUT_FRAMES}-frame rollout of the held-out video: PSNR {:.2} dB over frames {}-{t}, {:.2} dB over frames {}-{}: {}",
+        window(context..t),
+        context + 1,
+        window(t..ROLLOUT_FRAMES as usize),
+        t + 1,
+        long.per_frame.last().map_or(t, |q| q.frame + 1),
+        rollout.join("clip-000.mp4").display()
+    );
+    println!("run report: {}", RunDir::new(&run).report_path().display());
+    Ok(())
+}
+
+/// Samples per held-out clip: the mean and the best of them are printed.
+const SAMPLES_PER_CLIP: u32 = 4;
+
+/// Frames of the demo's rollout (three windows; the held-out video has 33 frames at stride 2).
+const ROLLOUT_FRAMES: u32 = 32;
+
+/// `sid2 eval` of the samples in `dir` against their real clips, recorded in the run.
+fn evaluate(dir: &Path, run: &Path, context: usize, globals: &Globals) -> Result<EvalReport> {
+    let scores = dir.join("eval.json");
     let eval_args = eval::Args {
-        pred: samples.join(sample::PREDICTIONS),
-        real: samples.join(sample::REAL),
-        context: config.diffusion.context_frames,
+        pred: dir.join(sample::PREDICTIONS),
+        real: dir.join(sample::REAL),
+        context,
         out: Some(scores.clone()),
-        run: Some(run.clone()),
+        run: Some(run.to_owned()),
         i3d: None,
         inception: None,
         batch: 4,
         overwrite: false,
     };
     eval::run(eval_args, globals)?;
-    let report: EvalReport = serde_json::from_str(&std::fs::read_to_string(&scores)?)?;
-    println!(
-        "held-out clips ({}, never trained on): predicted frames PSNR {:.2} dB, SSIM {:.3}; repeating the last context frame: {:.2} dB, {:.3}",
-        HELDOUT_CLIP.0, report.mean_psnr_db, report.mean_ssim, report.last_frame_psnr_db, report.last_frame_ssim
-    );
-    println!("comparison videos (context | real | predicted) and PNG strips in {}", samples.display());
-    println!("run report: {}", RunDir::new(&run).report_path().display());
-    Ok(())
+    Ok(serde_json::from_str(&std::fs::read_to_string(&scores)?)?)
 }
 
 /// Writes bundled files into `dir` and returns it.
