@@ -100,6 +100,19 @@ fn a_failed_start_leaves_nothing_behind_and_the_corrected_command_runs() {
     let short = ["--set", "train.total_samples=8", "--set", "train.checkpoint_every=8", "--set", "train.log_every=8"];
     let folder = tmp.path().to_path_buf();
     let not_weights = data.join("manifest.json");
+    // A preparation that was stopped part-way (its manifest says so) is not trained on.
+    let half = tmp.path().join("half-prepared");
+    std::fs::create_dir(&half).unwrap();
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, half.join(p.file_name().unwrap())).unwrap();
+    }
+    let manifest = std::fs::read_to_string(half.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"complete\": true"), "{manifest}");
+    std::fs::write(half.join("manifest.json"), manifest.replace("\"complete\": true", "\"complete\": false")).unwrap();
+    let err = fails(&train(&run, &half, &short));
+    assert!(err.contains("preparation did not finish") && err.contains("sid2 prepare"), "{err}");
+    assert!(!run.exists());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--set", "data.size=32"], "16x16"),
         (vec!["--val", "/nonexistent/heldout"], "/nonexistent/heldout"),

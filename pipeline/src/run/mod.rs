@@ -201,6 +201,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_folder_nobody_can_write_is_seen_as_such() {
+        // /proc refuses new files even to root, as a read-only mount would.
+        assert!(!RunDir::new("/proc/self").writable());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(RunDir::new(dir.path()).writable());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the probe leaves nothing behind");
+    }
+
+    #[test]
     fn weights_choices_parse() {
         assert_eq!("raw".parse::<Weights>(), Ok(Weights::Raw));
         assert_eq!("0.999".parse::<Weights>(), Ok(Weights::Ema(0.999)));
