@@ -6,6 +6,7 @@
 pub mod interrupt;
 pub mod loader;
 pub mod params;
+pub mod power_ema;
 pub mod trainer;
 pub mod validation;
 
