@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::globals::{Backend, Globals};
 use crate::train::interrupt::Interrupted;
-use crate::{bench, demo, encode, eval, export, info, prepare, report, sample, train};
+use crate::{bench, demo, ema, encode, eval, export, info, prepare, report, sample, train};
 
 #[derive(Parser)]
 #[command(name = "sid2", version, about = "SiD2 pixel-space diffusion for video prediction and images")]
@@ -44,6 +44,8 @@ enum Command {
     Report(report::Args),
     /// A run's weights in the layout of the PyTorch reference (scripts/torch_reference.py).
     Export(export::Args),
+    /// Weights of any EMA width, rebuilt after training from the run's power-EMA snapshots.
+    Ema(ema::Args),
     /// Resolved config, parameter count and GFLOPs per forward pass.
     Info(info::Args),
     /// Measure speeds and learning (results as JSON on stdout; record them in BENCHMARKS.md).
@@ -104,6 +106,7 @@ fn dispatch(command: Command, globals: &Globals) -> Result<()> {
         Command::Eval(args) => eval::run(args, globals),
         Command::Report(args) => report::run(args, globals),
         Command::Export(args) => export::run(args, globals),
+        Command::Ema(args) => ema::run(args, globals),
         Command::Info(args) => info::run(args, globals),
         Command::Bench(args) => bench::run(args, globals),
         Command::Demo(args) => demo::run(args, globals),

@@ -44,6 +44,9 @@ pub struct TrainConfig {
     /// EMA decays kept alongside the weights (per step).
     #[serde(default)]
     pub ema_decays: Vec<f64>,
+    /// Power-function EMAs with snapshots, for choosing the EMA after training (`sid2 ema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaConfig>,
     /// Warm the EMAs up: the n-th update uses `min(decay, (1 + n) / (10 + n))`.
     #[serde(default = "yes")]
     pub ema_warmup: bool,
@@ -76,6 +79,33 @@ pub struct TrainConfig {
     /// Sampling uses it too.
     #[serde(default)]
     pub precision: Precision,
+}
+
+/// Averages of the weights that can be recombined after training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EmaConfig {
+    /// Power-function EMAs of these relative widths (edm2 tracks 0.05 and 0.10), each saved as a
+    /// snapshot every `snapshot_every` samples (train/power_ema.rs, docs/method.md §6).
+    Power { sigma_rels: Vec<f64>, snapshot_every: u64 },
+}
+
+impl TrainConfig {
+    /// The σ_rel of the power-function EMAs kept (none without `train.ema`).
+    pub fn power_sigma_rels(&self) -> &[f64] {
+        match &self.ema {
+            Some(EmaConfig::Power { sigma_rels, .. }) => sigma_rels,
+            None => &[],
+        }
+    }
+
+    /// Samples between snapshots of the power-function EMAs.
+    pub fn snapshot_every(&self) -> Option<u64> {
+        match &self.ema {
+            Some(EmaConfig::Power { snapshot_every, .. }) => Some(*snapshot_every),
+            None => None,
+        }
+    }
 }
 
 fn beta1() -> f64 {
@@ -194,6 +224,18 @@ impl TrainConfig {
         }
         if let Some(e) = t.ema_decays.iter().find(|e| !(0.0..1.0).contains(*e)) {
             return Err(ConfigError::value("ema_decays", e, "each decay must be in [0, 1)"));
+        }
+        if let Some(EmaConfig::Power { sigma_rels, snapshot_every }) = &t.ema {
+            let max = crate::train::power_ema::MAX_SIGMA_REL;
+            if sigma_rels.is_empty() {
+                return Err(ConfigError::key("ema.sigma_rels", "needs at least one width (edm2 keeps [0.05, 0.10])"));
+            }
+            if let Some(s) = sigma_rels.iter().find(|s| !(**s > 0.0 && **s < max)) {
+                return Err(ConfigError::value("ema.sigma_rels", s, format!("each must be in (0, {max:.4})")));
+            }
+            if *snapshot_every == 0 || !snapshot_every.is_multiple_of(t.batch_size as u64) {
+                return Err(ConfigError::value("ema.snapshot_every", snapshot_every, format!("must be a positive multiple of train.batch_size ({})", t.batch_size)));
+            }
         }
         if !(0.0..1.0).contains(&t.label_dropout) {
             return Err(ConfigError::value("label_dropout", t.label_dropout, "must be in [0, 1)"));

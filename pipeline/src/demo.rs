@@ -84,6 +84,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         samples_per_clip,
         frames,
         ema: None,
+        weights: None,
         batch: 4,
         media: media.clone(),
         overrides: Vec::new(),

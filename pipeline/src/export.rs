@@ -38,6 +38,9 @@ pub struct Args {
     /// Weights to export: an EMA decay the run keeps (default: its first), or `raw`.
     #[arg(long)]
     pub ema: Option<Weights>,
+    /// Export these weights instead (e.g. from `sid2 ema`), of the run's network.
+    #[arg(long, conflicts_with = "ema")]
+    pub weights: Option<PathBuf>,
     /// Also write `<to>.check.safetensors`: random inputs (z, logsnr, labels) and this network's
     /// prediction on them, for `scripts/torch_reference.py check`.
     #[arg(long)]
@@ -54,7 +57,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let run = RunDir::new(&args.run);
     let config = run.load_config()?;
     let device = globals.device()?;
-    let (model, source) = run.load_model(&config, args.ema.unwrap_or_default(), &device)?;
+    let (model, source) = run.load_weights(&config, args.weights.as_deref(), args.ema.unwrap_or_default(), &device)?;
     let inputs = [source.as_path(), &run.config_path()];
     check_output_file("--to", &args.to, &inputs, args.overwrite)?;
     if args.check {
@@ -161,7 +164,8 @@ fn check_inputs(model: &UViT, frames: usize, side: usize, device: &Device) -> Ve
     ]
 }
 
-fn write(path: &Path, tensors: &[Raw], metadata: HashMap<String, String>) -> Result<()> {
+/// Writes `tensors` as one safetensors file with `metadata`, atomically.
+pub fn write(path: &Path, tensors: &[Raw], metadata: HashMap<String, String>) -> Result<()> {
     let views: Vec<(String, TensorView<'_>)> = tensors.iter().map(|t| Ok((t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?))).collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, Some(metadata))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

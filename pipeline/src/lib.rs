@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod ema;
 pub mod encode;
 pub mod eval;
 pub mod export;

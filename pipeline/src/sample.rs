@@ -59,6 +59,9 @@ pub struct Args {
     /// Weights to sample with: an EMA decay the run keeps (default: its first), or `raw`.
     #[arg(long)]
     pub ema: Option<Weights>,
+    /// Sample with these weights instead (e.g. from `sid2 ema`), of the run's network.
+    #[arg(long, conflicts_with = "ema")]
+    pub weights: Option<PathBuf>,
     /// Clips per network batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
@@ -95,7 +98,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         bail!("--samples-per-clip {per_clip}: is for video prediction; for more images per class, raise --count");
     }
     let device = globals.device()?;
-    let (model, weights) = run.load_model(&config, args.ema.unwrap_or_default(), &device)?;
+    let (model, weights) = run.load_weights(&config, args.weights.as_deref(), args.ema.unwrap_or_default(), &device)?;
     let record = run.writable();
     if !record {
         tracing::warn!("run folder {} is read-only: these samples are not added to its events and report", run.path().display());

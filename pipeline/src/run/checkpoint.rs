@@ -4,6 +4,7 @@
 //! checkpoints/samples-000000000480/
 //!   model.safetensors        weights (readable by any safetensors loader)
 //!   ema-0.9999.safetensors   one per EMA decay
+//!   power-0.05.safetensors   one per power-function EMA (train.ema, σ_rel)
 //!   optimizer.bpk            AdamW state (burnpack)
 //!   config.toml              the run config it was trained with
 //!   state.json               samples seen, counters, the config's hash, a CRC-32 of every file above
@@ -56,7 +57,12 @@ impl Checkpoint {
     }
 
     pub fn ema_file(&self, decay: f64) -> PathBuf {
-        self.0.join(format!("ema-{decay}.safetensors"))
+        self.weights_file(&ema_name(decay))
+    }
+
+    /// The weights file of an average named by [`ema_name`] or [`power_name`].
+    pub fn weights_file(&self, name: &str) -> PathBuf {
+        self.0.join(format!("{name}.safetensors"))
     }
 
     pub fn optimizer_file(&self) -> PathBuf {
@@ -111,10 +117,35 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
     Ok(module)
 }
 
-/// Writes a checkpoint (with `config`, the run config as TOML) under a temporary name, renames it
-/// into place when complete, and keeps only the newest `keep`.
+/// The name of the EMA of `decay` in a checkpoint.
+pub fn ema_name(decay: f64) -> String {
+    format!("ema-{decay}")
+}
+
+/// The name of the power-function EMA of relative width `sigma_rel`.
+pub fn power_name(sigma_rel: f64) -> String {
+    format!("power-{sigma_rel}")
+}
+
+/// Writes a checkpoint (with `config`, the run config as TOML, and the `averages` by name) under a
+/// temporary name, renames it into place when complete, and keeps only the newest `keep`.
 #[allow(clippy::too_many_arguments)]
-pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, config: &str, model: &M, emas: &[(f64, E)], optim: &ModuleOptimizer, keep: usize) -> Result<Checkpoint> {
+pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, config: &str, model: &M, averages: &[(String, &E)], optim: &ModuleOptimizer, keep: usize) -> Result<Checkpoint> {
+    write_folder(dir, state, keep, |tmp| {
+        save_module(model, &tmp.model_file())?;
+        for (name, average) in averages {
+            save_module(*average, &tmp.weights_file(name))?;
+        }
+        optim.save(tmp.optimizer_file()).map_err(|e| anyhow!("cannot write {}: {e:?}", tmp.optimizer_file().display()))?;
+        std::fs::write(tmp.config_file(), config).with_context(|| format!("cannot write {}", tmp.config_file().display()))
+    })
+}
+
+/// Writes a folder `samples-N` of `dir` as checkpoints are written: `fill` writes its files into a
+/// temporary folder, `state.json` records their CRC-32s, and the folder is renamed into place
+/// (over an older one of the same name); then only the newest `keep` folders are kept. The
+/// snapshots of the power-function EMAs are written this way too.
+pub fn write_folder(dir: &Path, state: &TrainState, keep: usize, fill: impl FnOnce(&Checkpoint) -> Result<()>) -> Result<Checkpoint> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     remove_deleted(dir)?;
     let name = format!("{PREFIX}{:012}", state.samples_seen);
@@ -123,12 +154,7 @@ pub fn save<M: Module, E: Module>(dir: &Path, state: &TrainState, config: &str, 
         std::fs::remove_dir_all(&tmp.0).with_context(|| format!("cannot clear {}", tmp.0.display()))?;
     }
     std::fs::create_dir_all(&tmp.0).with_context(|| format!("cannot create {}", tmp.0.display()))?;
-    save_module(model, &tmp.model_file())?;
-    for (decay, ema) in emas {
-        save_module(ema, &tmp.ema_file(*decay))?;
-    }
-    optim.save(tmp.optimizer_file()).map_err(|e| anyhow!("cannot write {}: {e:?}", tmp.optimizer_file().display()))?;
-    std::fs::write(tmp.config_file(), config).with_context(|| format!("cannot write {}", tmp.config_file().display()))?;
+    fill(&tmp)?;
     let mut state = TrainState { files: BTreeMap::new(), ..state.clone() };
     for entry in std::fs::read_dir(&tmp.0).with_context(|| format!("cannot list {}", tmp.0.display()))? {
         let path = entry.with_context(|| format!("cannot list {}", tmp.0.display()))?.path();

@@ -10,12 +10,14 @@
 //!   events.jsonl      (see events: training calls, samples and evaluations written)
 //!   report.html       (sid2 report)
 //!   checkpoints/samples-000000000480/   (see checkpoint)
+//!   ema-snapshots/samples-000000000480/ (see snapshots: with train.ema)
 //! ```
 
 pub mod checkpoint;
 pub mod events;
 pub mod lock;
 pub mod metrics;
+pub mod snapshots;
 
 use std::path::{Path, PathBuf};
 
@@ -79,6 +81,11 @@ impl RunDir {
 
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.0.join(CHECKPOINTS)
+    }
+
+    /// Where the power-function EMAs' snapshots go (see [`snapshots`]).
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.0.join(snapshots::DIR)
     }
 
     pub fn report_path(&self) -> PathBuf {
@@ -175,6 +182,19 @@ impl RunDir {
     /// The newest complete, intact checkpoint and its state (see [`checkpoint::newest_intact`]).
     pub fn latest_checkpoint(&self) -> Result<Option<(Checkpoint, checkpoint::TrainState)>> {
         checkpoint::newest_intact(&self.checkpoints_dir())
+    }
+
+    /// The network with the weights of `file` (from `sid2 ema`, or another run of the same
+    /// `[model]`), or else of the newest intact checkpoint as `weights` chooses; also returns the
+    /// weights file it read.
+    pub fn load_weights(&self, config: &RunConfig, file: Option<&Path>, weights: Weights, device: &Device) -> Result<(UViT, PathBuf)> {
+        match file {
+            Some(file) => {
+                crate::paths::existing_file("--weights", file)?;
+                Ok((checkpoint::load_module(UViT::new(&config.model, device), file)?, file.to_owned()))
+            }
+            None => self.load_model(config, weights, device),
+        }
     }
 
     /// The network of the newest intact checkpoint with the chosen weights; also returns the

@@ -24,6 +24,7 @@ use crate::globals::Globals;
 use crate::info;
 use crate::run::checkpoint::{self, Checkpoint, TrainState};
 use crate::run::events::{self, Event};
+use crate::run::snapshots;
 use crate::run::metrics::{MetricsLog, Record, TrainRecord, peak_rss_mib};
 use crate::run::RunDir;
 use loader::Loader;
@@ -195,6 +196,10 @@ pub fn train(job: &Job<'_>, globals: &Globals) -> Result<TrainSummary> {
             tracing::info!(samples = p, val_loss = record.loss, val_v_mse = record.v_mse, "validation");
             progress.log.write(Record::Val(record))?;
         }
+        if tc.snapshot_every().is_some_and(|n| p.is_multiple_of(n)) {
+            let state = TrainState { config_hash: Some(config.resume_hash()), ..progress.state.clone() };
+            snapshots::save(&job.run.snapshots_dir(), &state, &trainer.power)?;
+        }
         let interrupted = interrupt::requested();
         if checkpoint_due || interrupted {
             progress.last_checkpoint = Some(save_checkpoint(job.run, &trainer, &progress.state, &config)?);
@@ -236,7 +241,7 @@ fn save_checkpoint(run: &RunDir, trainer: &Trainer, state: &TrainState, config: 
         bail!("weights became non-finite at sample {samples}; no checkpoint written ({})", last_checkpoint_words(run));
     }
     let state = TrainState { config_hash: Some(config.resume_hash()), ..state.clone() };
-    let saved = checkpoint::save(&run.checkpoints_dir(), &state, &config.to_toml(), trainer.model(), &trainer.emas, &trainer.optim, config.train.keep_checkpoints)?;
+    let saved = checkpoint::save(&run.checkpoints_dir(), &state, &config.to_toml(), trainer.model(), &trainer.averages(), &trainer.optim, config.train.keep_checkpoints)?;
     tracing::info!(samples, path = %saved.path().display(), "checkpoint");
     Ok(saved)
 }

@@ -16,7 +16,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use super::loader::Batch;
 use super::params::{ema_update, ema_warmup, finite_and_clipped, stable_ids};
 use crate::config::RunConfig;
-use crate::run::checkpoint::{Checkpoint, TrainState, load_module};
+use super::power_ema;
+use crate::run::checkpoint::{Checkpoint, TrainState, ema_name, load_module, power_name};
 use crate::tensor::to_tensor;
 
 /// The Philox stream of training noise (sampling uses the step index as its stream).
@@ -27,6 +28,8 @@ pub struct Trainer {
     model: Option<UViT>,
     pub optim: ModuleOptimizer,
     pub emas: Vec<(f64, UViT)>,
+    /// Power-function EMAs by σ_rel (`train.ema`), for post-hoc reconstruction.
+    pub power: Vec<(f64, UViT)>,
     pub diffusion: Diffusion,
     config: RunConfig,
     device: Device,
@@ -59,12 +62,19 @@ impl Trainer {
             .with_weight_decay(tc.weight_decay as f32)
             .init();
         let emas = tc.ema_decays.iter().map(|&d| (d, model.valid())).collect();
+        let power = tc.power_sigma_rels().iter().map(|&s| (s, model.valid())).collect();
         let diffusion = config.diffusion.build(config.data.frames, config.data.size)?;
-        Ok(Self { model: Some(model), optim, emas, diffusion, config: config.clone(), device })
+        Ok(Self { model: Some(model), optim, emas, power, diffusion, config: config.clone(), device })
     }
 
     pub fn model(&self) -> &UViT {
         self.model.as_ref().expect("model present between steps")
+    }
+
+    /// Every average kept, by its name in checkpoints: the EMAs, then the power-function EMAs.
+    pub fn averages(&self) -> Vec<(String, &UViT)> {
+        let emas = self.emas.iter().map(|(d, e)| (ema_name(*d), e));
+        emas.chain(self.power.iter().map(|(s, e)| (power_name(*s), e))).collect()
     }
 
     /// The weights validation and sampling use: the first EMA, or the raw weights without one.
@@ -79,7 +89,7 @@ impl Trainer {
     pub fn init_from(&mut self, path: &Path) -> Result<()> {
         let model = self.model.take().expect("model present between steps");
         let model = self.model.insert(stable_ids(load_module(model, path)?));
-        for (_, ema) in &mut self.emas {
+        for (_, ema) in self.emas.iter_mut().chain(&mut self.power) {
             *ema = model.valid();
         }
         Ok(())
@@ -93,6 +103,9 @@ impl Trainer {
         self.optim = self.optim.clone().load(&optim_path).map_err(|e| anyhow!("{}: {e:?}", optim_path.display()))?;
         for (decay, ema) in &mut self.emas {
             *ema = stable_ids(load_module(ema.clone(), &checkpoint.ema_file(*decay))?);
+        }
+        for (sigma_rel, ema) in &mut self.power {
+            *ema = stable_ids(load_module(ema.clone(), &checkpoint.weights_file(&power_name(*sigma_rel)))?);
         }
         tracing::info!(samples = state.samples_seen, checkpoint = %checkpoint.path().display(), "resumed");
         Ok(state)
@@ -142,6 +155,9 @@ impl Trainer {
         for (decay, ema) in &mut self.emas {
             let decay = if tc.ema_warmup { ema_warmup(*decay, updates) } else { *decay };
             *ema = ema_update(ema.clone(), model, decay);
+        }
+        for (sigma_rel, ema) in &mut self.power {
+            *ema = ema_update(ema.clone(), model, power_ema::decay(power_ema::exponent(*sigma_rel), updates));
         }
         StepResult { loss: loss.inner(), grad_norm: stats.norm.inner(), nonfinite: stats.nonfinite.inner(), lr, monitor }
     }
