@@ -3,20 +3,13 @@
 
 mod common;
 
-use common::{fails, ok, preset, s, shared};
+use common::{fails, ok, s, tiny_video_run};
 use pipeline::eval::EvalReport;
 
 #[test]
 fn several_samples_per_clip_are_scored_as_best_of_n() {
     let tmp = tempfile::tempdir().unwrap();
-    let (config, videos, data, run) = (preset("tiny_video.toml"), shared().join("videos"), tmp.path().join("data"), tmp.path().join("run"));
-    let small = ["--set", "data.size=16", "--set", "data.clips_per_video=1"];
-    let mut prepare = vec!["prepare", "--config", s(&config), "--videos", s(&videos), "--out", s(&data)];
-    prepare.extend(small);
-    ok(&prepare);
-    let mut train = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config), "--set", "train.total_samples=16", "--set", "train.checkpoint_every=16", "--set", "train.log_every=8"];
-    train.extend(small);
-    ok(&train);
+    let (data, run) = tiny_video_run(tmp.path());
     let sample = |out: &std::path::Path, extra: &[&str]| {
         let mut args = vec!["sample", "--run", s(&run), "--data", s(&data), "--count", "2", "--out", s(out), "--set", "sample.steps=3"];
         args.extend_from_slice(extra);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails, frames_per_ffprobe, ok, preset, s, shared};
+use common::{fails, frames_per_ffprobe, ok, s, shared, tiny_video_run};
 use pipeline::eval::EvalReport;
 use video_io::clips::Clips;
 use video_io::shard::Shard;
@@ -11,14 +11,8 @@ use video_io::shard::Shard;
 #[test]
 fn a_rollout_starts_as_an_ordinary_prediction_and_is_scored_where_the_video_goes() {
     let tmp = tempfile::tempdir().unwrap();
-    let (config, videos, data, run) = (preset("tiny_video.toml"), shared().join("videos"), tmp.path().join("data"), tmp.path().join("run"));
-    let small = ["--set", "data.size=16", "--set", "data.clips_per_video=1"];
-    let mut prepare = vec!["prepare", "--config", s(&config), "--videos", s(&videos), "--out", s(&data)];
-    prepare.extend(small);
-    ok(&prepare);
-    let mut train = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config), "--set", "train.total_samples=16", "--set", "train.checkpoint_every=16", "--set", "train.log_every=8"];
-    train.extend(small);
-    ok(&train);
+    let (data, run) = tiny_video_run(tmp.path());
+    let videos = shared().join("videos");
     let (one, roll) = (tmp.path().join("one"), tmp.path().join("roll"));
     let sample = |out: &std::path::Path, extra: &[&str]| {
         let mut args = vec!["sample", "--run", s(&run), "--data", s(&data), "--count", "2", "--out", s(out), "--set", "sample.steps=3"];

@@ -62,3 +62,17 @@ pub fn walk(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// tiny_video at 16x16, one clip per shared video, prepared under `dir` and trained for 16
+/// samples: returns (data, run).
+pub fn tiny_video_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let (config, videos, data, run) = (preset("tiny_video.toml"), shared().join("videos"), dir.join("data"), dir.join("run"));
+    let small = ["--set", "data.size=16", "--set", "data.clips_per_video=1"];
+    let mut prepare = vec!["prepare", "--config", s(&config), "--videos", s(&videos), "--out", s(&data)];
+    prepare.extend(small);
+    ok(&prepare);
+    let mut train = vec!["train", "--run", s(&run), "--data", s(&data), "--config", s(&config), "--set", "train.total_samples=16", "--set", "train.checkpoint_every=16", "--set", "train.log_every=8"];
+    train.extend(small);
+    ok(&train);
+    (data, run)
+}
