@@ -101,10 +101,7 @@ impl TrainConfig {
 
     /// Samples between snapshots of the power-function EMAs.
     pub fn snapshot_every(&self) -> Option<u64> {
-        match &self.ema {
-            Some(EmaConfig::Power { snapshot_every, .. }) => Some(*snapshot_every),
-            None => None,
-        }
+        self.ema.as_ref().map(|EmaConfig::Power { snapshot_every, .. }| *snapshot_every)
     }
 }
 
