@@ -79,16 +79,17 @@ const SAMPLE_SETTINGS: &[&str] = &["sample.kind=\"ddim\"", "sample.guidance=2.0"
 
 /// Subcommands whose work stays short whatever the flags (the timing benchmarks and the demo are
 /// left out; `tests/reliability.rs` checks their flags' bounds).
-const SUBCOMMANDS: &[&str] = &["prepare", "train", "sample", "encode", "eval", "report", "export", "info", "bench decode", "nonsense"];
+const SUBCOMMANDS: &[&str] = &["prepare", "train", "sample", "encode", "eval", "report", "export", "ema", "sweep", "info", "bench decode", "nonsense"];
 
 /// Flags whose number is a count of work: kept at 2 or below so that every case is short.
-const COUNTS: &[&str] = &["--count", "--batch", "--workers", "--upscale", "--rounds", "--reps"];
+const COUNTS: &[&str] = &["--count", "--batch", "--workers", "--upscale", "--rounds", "--reps", "--steps", "--samples-per-clip", "--frames"];
 
 const FLAGS: &[&str] = &[
     "--config", "--out", "--videos", "--images", "--kinetics-csv", "--kinetics-root", "--classes", "--workers", "--run", "--data", "--val",
     "--init", "--set", "--dry-run", "--video", "--count", "--seed", "--ema", "--batch", "--fps", "--upscale", "--input", "--real",
     "--context", "--pred", "--i3d", "--inception", "--to", "--layout", "--check", "--overwrite", "--tokens", "--heads", "--head-dim",
-    "--reps", "--n", "--dtype", "--case", "--shrink", "--size", "--rounds", "--device", "--quiet", "--",
+    "--reps", "--n", "--dtype", "--case", "--shrink", "--size", "--rounds", "--device", "--quiet", "--sigma-rel", "--samples",
+    "--weights", "--samples-per-clip", "--frames", "--guidance", "--interval", "--steps", "--",
 ];
 
 /// Why a finished process counts as a crash, if it does.

@@ -87,6 +87,33 @@ fn any_ema_width_is_rebuilt_from_snapshots_and_resumes_reproduce_them() {
     // The rebuilt weights are weights like any other.
     ok(&["sample", "--run", s(&a), "--data", s(&data), "--weights", s(&rebuilt), "--count", "1", "--out", s(&tmp.path().join("samples")), "--set", "sample.steps=2"]);
 
+    // A sweep over the kept EMA, the raw weights and a rebuilt width: every cell written, the
+    // best marked, and a sweep run again continues with the cells not yet done.
+    let sweep_out = tmp.path().join("sweep");
+    let sweep = ["sweep", "--run", s(&a), "--data", s(&data), "--ema", "0.999,raw,sigma=0.07", "--count", "2", "--steps", "2", "--out", s(&sweep_out)];
+    let text = String::from_utf8_lossy(&ok(&sweep).stdout).into_owned();
+    assert!(text.contains("<- best") && text.contains("sigma-0.07") && text.contains("last frame"), "{text}");
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sweep_out.join("sweep.json")).unwrap()).unwrap();
+    let cells = result["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 3);
+    assert!(cells.iter().all(|c| c["psnr_db"].as_f64().is_some_and(|p| p > 5.0 && p < 60.0)), "{result}");
+    let html = std::fs::read_to_string(a.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Sweep</h2>") && html.contains("&lt;- best"), "the run report shows the sweep");
+    for png in ["sweep-psnr.png", "sweep-ssim.png", "sweep-moving-psnr.png"] {
+        assert!(image::open(sweep_out.join(png)).is_ok(), "{png}");
+    }
+    let raw_cell = sweep_out.join("cells/raw-g1-ioff.json");
+    let before = std::fs::read(&raw_cell).unwrap();
+    std::fs::remove_file(&raw_cell).unwrap();
+    let text = String::from_utf8_lossy(&ok(&sweep).stdout).into_owned();
+    assert!(text.contains("2 of 3 cells already done"), "{text}");
+    assert_eq!(std::fs::read(&raw_cell).unwrap(), before, "the same noise gives the same cell");
+    for (flag, value, named) in [("--guidance", "2", "unconditional"), ("--ema", "0.5", "keeps EMA decays"), ("--interval", "3:1", "MIN < MAX")] {
+        let err = fails(&["sweep", "--run", s(&a), "--data", s(&data), flag, value, "--out", s(&tmp.path().join("no-sweep"))]);
+        assert!(err.contains(named), "{flag} {value}: {err}");
+    }
+    assert!(!tmp.path().join("no-sweep").exists());
+
     // Killed part-way and resumed, a run writes the same snapshots as one that was not.
     let c = tmp.path().join("c");
     let args = train_args(&c, &data, "[0.05, 0.10]", 8, 64);

@@ -37,6 +37,40 @@ pub struct Args {
 
 pub fn run(args: Args, _globals: &Globals) -> Result<()> {
     let run = RunDir::new(&args.run);
+    if args.to.extension().is_none_or(|e| e != "safetensors") {
+        bail!("--to {}: give a .safetensors file name", args.to.display());
+    }
+    check_output_file("--to", &args.to, &[&run.config_path()], args.overwrite)?;
+    let built = rebuild(&run, args.sigma_rel, args.samples, &args.to)?;
+    println!(
+        "σ_rel {} ending at {} samples, from {} snapshot weights: profile matched to a relative residual of {:.2e}; weights in {}",
+        args.sigma_rel,
+        built.samples,
+        built.files,
+        built.residual,
+        args.to.display()
+    );
+    if built.residual > 1e-2 {
+        println!("the snapshots match this profile poorly: widths near the tracked ones {:?} and ends at later snapshots match best", built.tracked);
+    }
+    Ok(())
+}
+
+/// What [`rebuild`] made.
+pub struct Rebuilt {
+    /// Where the average ends, in samples.
+    pub samples: u64,
+    /// Snapshot weight files combined.
+    pub files: usize,
+    /// `‖p_target − Σ xᵢ pᵢ‖² / ‖p_target‖²`.
+    pub residual: f64,
+    /// The σ_rel the run tracks.
+    pub tracked: Vec<f64>,
+}
+
+/// Writes to `to` the weights of the power-function EMA of `sigma_rel` ending at `samples` (the
+/// last snapshot by default), rebuilt from `run`'s snapshots.
+pub fn rebuild(run: &RunDir, sigma_rel: f64, samples: Option<u64>, to: &std::path::Path) -> Result<Rebuilt> {
     let config = run.load_config()?;
     let tracked = config.train.power_sigma_rels().to_vec();
     if tracked.is_empty() {
@@ -45,19 +79,15 @@ pub fn run(args: Args, _globals: &Globals) -> Result<()> {
             run.path().display()
         );
     }
-    if !(args.sigma_rel > 0.0 && args.sigma_rel < MAX_SIGMA_REL) {
-        bail!("--sigma-rel {}: power-function EMAs have σ_rel in (0, {MAX_SIGMA_REL:.4}); this run tracks {tracked:?}", args.sigma_rel);
+    if !(sigma_rel > 0.0 && sigma_rel < MAX_SIGMA_REL) {
+        bail!("--sigma-rel {sigma_rel}: power-function EMAs have σ_rel in (0, {MAX_SIGMA_REL:.4}); this run tracks {tracked:?}");
     }
-    if args.to.extension().is_none_or(|e| e != "safetensors") {
-        bail!("--to {}: give a .safetensors file name", args.to.display());
-    }
-    check_output_file("--to", &args.to, &[&run.config_path()], args.overwrite)?;
     let all = snapshots::list(&run.snapshots_dir())?;
     let (Some(first), Some(last)) = (all.first(), all.last()) else {
         bail!("{}: no snapshot yet (one comes every train.ema.snapshot_every samples)", run.snapshots_dir().display());
     };
     let (first, last) = (first.1.samples_seen, last.1.samples_seen);
-    let end = args.samples.unwrap_or(last);
+    let end = samples.unwrap_or(last);
     if !(first..=last).contains(&end) {
         bail!("--samples {end}: the snapshots cover {first} to {last} samples");
     }
@@ -68,30 +98,21 @@ pub fn run(args: Args, _globals: &Globals) -> Result<()> {
         if state.config_hash.as_deref().is_some_and(|h| h != hash) {
             bail!("{}: a snapshot of another model or training config than the run's {}", snapshot.path().display(), run.config_path().display());
         }
-        for &sigma_rel in &tracked {
-            profiles.push(Profile { t: state.samples_seen as f64, gamma: exponent(sigma_rel) });
-            files.push(snapshot.weights_file(&power_name(sigma_rel)));
+        for &s in &tracked {
+            profiles.push(Profile { t: state.samples_seen as f64, gamma: exponent(s) });
+            files.push(snapshot.weights_file(&power_name(s)));
         }
     }
-    let (weights, residual) = solve(&profiles, Profile { t: end as f64, gamma: exponent(args.sigma_rel) });
+    let (weights, residual) = solve(&profiles, Profile { t: end as f64, gamma: exponent(sigma_rel) });
     let tensors = combine(&files, &weights)?;
     let metadata = HashMap::from([
-        ("sigma_rel".to_owned(), args.sigma_rel.to_string()),
+        ("sigma_rel".to_owned(), sigma_rel.to_string()),
         ("samples".to_owned(), end.to_string()),
         ("profile_residual".to_owned(), format!("{residual:.3e}")),
         ("source".to_owned(), run.snapshots_dir().display().to_string()),
     ]);
-    write(&args.to, &tensors, metadata)?;
-    println!(
-        "σ_rel {} ending at {end} samples, from {} snapshot weights: profile matched to a relative residual of {residual:.2e}; weights in {}",
-        args.sigma_rel,
-        files.len(),
-        args.to.display()
-    );
-    if residual > 1e-2 {
-        println!("the snapshots match this profile poorly: widths near the tracked ones {tracked:?} and ends at later snapshots match best");
-    }
-    Ok(())
+    write(to, &tensors, metadata)?;
+    Ok(Rebuilt { samples: end, files: files.len(), residual, tracked })
 }
 
 /// `Σᵢ wᵢ · (file i)`, tensor by tensor; every file must hold the same f32 tensors.

@@ -19,5 +19,6 @@ pub mod prepare;
 pub mod report;
 pub mod run;
 pub mod sample;
+pub mod sweep;
 pub mod tensor;
 pub mod train;

@@ -157,3 +157,61 @@ mod tests {
         }
     }
 }
+
+/// A grid of values, one coloured cell each (`sid2 sweep`): rows × columns, row-major.
+#[derive(Clone, Debug)]
+pub struct Heatmap {
+    pub title: String,
+    pub rows: Vec<String>,
+    pub columns: Vec<String>,
+    pub values: Vec<f64>,
+    /// The cell framed as the best.
+    pub best: usize,
+}
+
+/// Draws `map` into a PNG at `path`: each cell coloured from dark (lowest) to light (highest) and
+/// labelled with its value; a value that is not a number is left grey.
+pub fn write_heatmaps(path: &Path, map: &Heatmap) -> Result<()> {
+    register_font();
+    let (cw, ch, left, top) = (170i32, 44i32, 140i32, 64i32);
+    let (cols, rows) = (map.columns.len().max(1) as i32, map.rows.len().max(1) as i32);
+    // Wide enough for the title too (the bundled monospace font is about 11 px a character at 18).
+    let w = ((left + cw * cols + 16) as u32).max(16 + 11 * map.title.chars().count() as u32);
+    let h = (top + ch * rows + 16) as u32;
+    let finite: Vec<f64> = map.values.iter().copied().filter(|v| v.is_finite()).collect();
+    let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {e}", path.display());
+        root.fill(&WHITE).map_err(err)?;
+        let font = |size: i32| (FONT, size).into_font().color(&BLACK);
+        root.draw(&Text::new(map.title.clone(), (8, 8), font(18))).map_err(err)?;
+        for (j, name) in map.columns.iter().enumerate() {
+            root.draw(&Text::new(name.clone(), (left + cw * j as i32 + 4, top - 22), font(13))).map_err(err)?;
+        }
+        for (i, name) in map.rows.iter().enumerate() {
+            root.draw(&Text::new(name.clone(), (8, top + ch * i as i32 + ch / 2 - 7), font(14))).map_err(err)?;
+        }
+        for (k, &v) in map.values.iter().enumerate() {
+            let (i, j) = ((k / map.columns.len().max(1)) as i32, (k % map.columns.len().max(1)) as i32);
+            let (x0, y0) = (left + cw * j, top + ch * i);
+            let colour = match v.is_finite() {
+                true => {
+                    let f = if hi > lo { (v - lo) / (hi - lo) } else { 1.0 };
+                    RGBColor((40.0 + 215.0 * f) as u8, (60.0 + 170.0 * f) as u8, (120.0 - 60.0 * f) as u8)
+                }
+                false => RGBColor(200, 200, 200),
+            };
+            root.draw(&Rectangle::new([(x0, y0), (x0 + cw - 2, y0 + ch - 2)], colour.filled())).map_err(err)?;
+            if k == map.best {
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cw - 2, y0 + ch - 2)], BLACK.stroke_width(3))).map_err(err)?;
+            }
+            let label = if v.is_finite() { format!("{v:.3}") } else { "-".to_owned() };
+            root.draw(&Text::new(label, (x0 + 8, y0 + ch / 2 - 8), font(16))).map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    let image = Array3::from_shape_vec((h as usize, w as usize, 3), rgb).expect("buffer of the image's size");
+    Ok(video_io::encode::write_png(path, image.view())?)
+}

@@ -61,6 +61,7 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
     charts(&mut page, &train, &val);
     samples(&mut page, &events);
     evaluation(&mut page, &events);
+    sweep(&mut page, &events);
     if let Some(config) = &config {
         let _ = write!(page.body, "<h2>Config</h2><pre>{}</pre>", escape(&config.to_toml()));
     }
@@ -253,6 +254,19 @@ fn evaluation(page: &mut Page, events: &[Event]) {
     for f in &report.frechet {
         let _ = write!(page.body, "<p>{:?}: <b>{:.2}</b> ({} generated vs {} real feature vectors)</p>", f.metric, f.value, f.generated_samples, f.real_samples);
     }
+}
+
+/// The newest sweep's cells, the best marked.
+fn sweep(page: &mut Page, events: &[Event]) {
+    let Some(Event::Sweep { path, .. }) = events.iter().rev().find(|e| matches!(e, Event::Sweep { .. })) else { return };
+    let sweep: crate::sweep::Sweep = match std::fs::read_to_string(path).map_err(anyhow::Error::from).and_then(|t| Ok(serde_json::from_str(&t)?)) {
+        Ok(s) => s,
+        Err(e) => {
+            page.missing.push(format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    let _ = write!(page.body, "<h2>Sweep</h2><p>{} held-out clips, {} steps, seed {} (<code>{}</code>)</p><pre>{}</pre>", sweep.clips, sweep.steps, sweep.seed, escape(&path.display().to_string()), escape(&crate::sweep::table(&sweep)));
 }
 
 /// Text made safe inside HTML.

@@ -17,6 +17,8 @@ pub enum Event {
     Samples { unix_s: u64, path: PathBuf, clips: usize, weights: PathBuf, steps: usize },
     /// `eval` wrote its report to `path`.
     Eval { unix_s: u64, path: PathBuf },
+    /// `sweep` wrote its results to `path` (sweep.json).
+    Sweep { unix_s: u64, path: PathBuf },
 }
 
 /// Seconds since the Unix epoch.
