@@ -153,3 +153,29 @@ fn any_ema_width_is_rebuilt_from_snapshots_and_resumes_reproduce_them() {
     assert!(err.contains("train.ema.sigma_rels = 0.3"), "{err}");
     assert!(!tmp.path().join("x.safetensors").exists());
 }
+
+#[test]
+fn an_image_run_is_swept_by_its_held_out_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = preset("tiny_image.toml");
+    let images = tmp.path().join("images/frames");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 1..=8 {
+        let name = format!("img_{i:05}.jpg");
+        std::fs::copy(shared().join("frames").join(&name), images.join(&name)).unwrap();
+    }
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    ok(&["prepare", "--config", s(&config), "--images", s(&tmp.path().join("images")), "--out", s(&data)]);
+    ok(&["train", "--run", s(&run), "--data", s(&data), "--config", s(&config), "--set", "train.total_samples=16", "--set", "train.checkpoint_every=16", "--set", "train.log_every=8"]);
+    let out = tmp.path().join("sweep");
+    let text = String::from_utf8_lossy(&ok(&["sweep", "--run", s(&run), "--data", s(&data), "--ema", "0.95,raw", "--out", s(&out)]).stdout).into_owned();
+    assert!(text.contains("<- best"), "{text}");
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let cells = result["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2);
+    assert!(cells.iter().all(|c| c["heldout_loss"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0) && c["psnr_db"].is_null()), "{result}");
+    assert_ne!(cells[0]["heldout_loss"], cells[1]["heldout_loss"], "the EMA and the raw weights differ");
+    assert!(out.join("sweep-heldout-loss.png").is_file() && !out.join("sweep-psnr.png").exists());
+    let err = fails(&["sweep", "--run", s(&run), "--data", s(&data), "--guidance", "1,2", "--out", s(&tmp.path().join("x"))]);
+    assert!(err.contains("held-out loss") && err.contains("one setting"), "{err}");
+}

@@ -1,8 +1,11 @@
 //! `sid2 sweep`: sampling settings chosen after training. A grid over the weights (EMAs the run
 //! keeps, `raw`, or any power-EMA width rebuilt from snapshots), the guidance scale and the
-//! guidance interval. Every cell samples the same clips with the same noise and is scored
-//! against the real continuation and against repeating the last context frame. Each finished
-//! cell is saved on its own, so a sweep that was stopped continues with the cells not yet done.
+//! guidance interval. Every row's weights get the held-out loss at the fixed noise levels of
+//! validation. For video runs, every cell samples the same clips with the same noise and is
+//! scored against the real continuation and against repeating the last context frame. Image runs
+//! are scored by the held-out loss alone until the image judge exists, so their grid has one
+//! guidance setting. Each finished cell is saved on its own, so a sweep that was stopped
+//! continues with the cells not yet done.
 //!
 //! ```text
 //! OUT/ (default RUN/sweep/)
@@ -27,6 +30,7 @@ use crate::run::checkpoint::load_module;
 use crate::run::{RunDir, Weights};
 use crate::sample::generate;
 use crate::train::open_data;
+use crate::train::validation::Validation;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -106,8 +110,11 @@ pub struct Cell {
     pub guidance: f64,
     /// `None`: guidance at every step.
     pub interval: Option<(f64, f64)>,
-    pub psnr_db: f64,
-    pub ssim: f64,
+    /// The weighted loss on the held-out clips at validation's fixed noise levels and noise.
+    pub heldout_loss: f64,
+    /// Video runs: the predicted frames against the real continuation.
+    pub psnr_db: Option<f64>,
+    pub ssim: Option<f64>,
     /// On the moving pixels (docs/evaluation.md); `None` where nothing moves.
     pub moving_psnr_db: Option<f64>,
 }
@@ -126,20 +133,18 @@ pub struct Sweep {
     pub steps: usize,
     pub seed: u64,
     pub cells: Vec<Cell>,
-    /// Index into `cells` of the best PSNR.
+    /// Index into `cells` of the best PSNR (video), or of the lowest held-out loss (images).
     pub best: usize,
-    /// Repeating the last context frame, the same for every cell.
-    pub last_frame_psnr_db: f64,
-    pub last_frame_ssim: f64,
+    /// Repeating the last context frame, the same for every cell (video runs).
+    pub last_frame_psnr_db: Option<f64>,
+    pub last_frame_ssim: Option<f64>,
     pub last_frame_moving_psnr_db: Option<f64>,
 }
 
 pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let run = RunDir::new(&args.run);
     let base = run.load_config()?;
-    if base.diffusion.context_frames == 0 {
-        bail!("{}: sid2 sweep scores video prediction against the real continuation; an image run needs the image judge or FID, which it does not use yet", run.path().display());
-    }
+    let video = base.diffusion.context_frames > 0;
     // The grid, every value checked before anything is loaded or written.
     let rows: Vec<Row> = if args.ema.is_empty() { default_rows(&base) } else { args.ema.iter().map(|s| Row::parse(s, &base)).collect::<Result<_>>()? };
     let guidance = if args.guidance.is_empty() { vec![base.sample.guidance] } else { args.guidance.clone() };
@@ -148,12 +153,16 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     }
     let run_interval = base.sample.interval.map(|i| i.logsnr_range());
     let intervals: Vec<Option<(f64, f64)>> = if args.interval.is_empty() { vec![run_interval] } else { args.interval.iter().map(|s| parse_interval(s, run_interval)).collect::<Result<_>>()? };
+    if !video && guidance.len() * intervals.len() > 1 {
+        bail!("--guidance/--interval: an image run is scored here by its held-out loss, which guidance does not change; give one setting (the image judge will score guidance)");
+    }
     let out = args.out.clone().unwrap_or_else(|| run.path().join("sweep"));
     let mut config = base.clone();
     if let Some(steps) = args.steps {
         config.sample.steps = steps as usize;
     }
     let data = open_data(&args.data, &config).context("--data")?;
+    let validation = Validation::new(&data, &config, &globals.device()?)?;
     let real = data.clips(0..(args.count as usize).min(data.len()));
     let labels: Vec<i64> = real.labels.iter().map(|&l| if config.model.num_classes == 0 { 0 } else { l as i64 }).collect();
     let device = globals.device()?;
@@ -170,36 +179,43 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         println!("{} of {} cells already done in {}; sampling the other {todo}", cells.len() - todo, cells.len(), out.display());
     }
     let bar = globals.bar((todo * real.len()) as u64, "sweep {bar:25} {pos}/{len} clips  ETA {eta}  {msg}");
-    let mut loaded: Option<(Row, model3d::UViT)> = None;
+    let mut loaded: Option<(Row, model3d::UViT, f64)> = None;
     for cell in cells.iter().filter(|c| !done(c).exists()) {
         let (row, g, interval) = cell;
-        if loaded.as_ref().is_none_or(|(r, _)| r != row) {
-            loaded = Some((row.clone(), weights(&run, &config, row, &out, &device)?));
+        if loaded.as_ref().is_none_or(|(r, ..)| r != row) {
+            let model = weights(&run, &config, row, &out, &device)?;
+            let loss = validation.score(&model, row.name(), 0).loss;
+            loaded = Some((row.clone(), model, loss));
         }
-        let model = &loaded.as_ref().expect("loaded above").1;
+        let (_, model, heldout_loss) = loaded.as_ref().expect("loaded above");
         let mut c = config.clone();
         c.sample.guidance = *g;
         c.sample.interval = interval.map(|(min, max)| GuidanceInterval::Logsnr { min, max });
         bar.set_message(Cell::id(row, *g, *interval));
-        let clip_bar = indicatif::ProgressBar::hidden();
-        let (generated, _) = generate(model, &c, Some(&real), &labels, args.seed, args.batch as usize, &device, &clip_bar)?;
+        let mut scored = Cell { weights: row.clone(), guidance: *g, interval: *interval, heldout_loss: *heldout_loss, psnr_db: None, ssim: None, moving_psnr_db: None };
+        if video {
+            let clip_bar = indicatif::ProgressBar::hidden();
+            let (generated, _) = generate(model, &c, Some(&real), &labels, args.seed, args.batch as usize, &device, &clip_bar)?;
+            let report = compare(&generated, &real, c.diffusion.context_frames);
+            (scored.psnr_db, scored.ssim, scored.moving_psnr_db) = (Some(report.mean_psnr_db), Some(report.mean_ssim), report.moving.as_ref().and_then(|m| m.psnr_db));
+        }
         bar.inc(real.len() as u64);
-        let report = compare(&generated, &real, c.diffusion.context_frames);
-        let scored = Cell { weights: row.clone(), guidance: *g, interval: *interval, psnr_db: report.mean_psnr_db, ssim: report.mean_ssim, moving_psnr_db: report.moving.as_ref().and_then(|m| m.psnr_db) };
         write_json(&done(cell), &scored)?;
     }
     bar.finish_and_clear();
     let scored: Vec<Cell> = cells.iter().map(|c| Ok(serde_json::from_str(&std::fs::read_to_string(done(c))?)?)).collect::<Result<_>>()?;
-    let baseline = compare(&real, &real, config.diffusion.context_frames);
-    let best = (0..scored.len()).max_by(|&a, &b| scored[a].psnr_db.total_cmp(&scored[b].psnr_db)).expect("a grid has cells");
+    let baseline = video.then(|| compare(&real, &real, config.diffusion.context_frames));
+    // Best: the highest PSNR for video, the lowest held-out loss for images.
+    let key = |c: &Cell| c.psnr_db.unwrap_or(-c.heldout_loss);
+    let best = (0..scored.len()).max_by(|&a, &b| key(&scored[a]).total_cmp(&key(&scored[b]))).expect("a grid has cells");
     let sweep = Sweep {
         clips: real.len(),
         steps: config.sample.steps,
         seed: args.seed,
         best,
-        last_frame_psnr_db: baseline.last_frame_psnr_db,
-        last_frame_ssim: baseline.last_frame_ssim,
-        last_frame_moving_psnr_db: baseline.moving.as_ref().and_then(|m| m.last_frame_psnr_db),
+        last_frame_psnr_db: baseline.as_ref().map(|b| b.last_frame_psnr_db),
+        last_frame_ssim: baseline.as_ref().map(|b| b.last_frame_ssim),
+        last_frame_moving_psnr_db: baseline.as_ref().and_then(|b| b.moving.as_ref()?.last_frame_psnr_db),
         cells: scored,
     };
     write_json(&out.join("sweep.json"), &sweep)?;
@@ -213,11 +229,15 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         values: sweep.cells.iter().map(f).collect(),
         best: sweep.best,
     };
-    for (file, map) in [
-        ("sweep-psnr.png", metric("PSNR (dB)", |c| c.psnr_db)),
-        ("sweep-ssim.png", metric("SSIM", |c| c.ssim)),
-        ("sweep-moving-psnr.png", metric("moving-pixel PSNR (dB)", |c| c.moving_psnr_db.unwrap_or(f64::NAN))),
-    ] {
+    let mut maps = vec![("sweep-heldout-loss.png", metric("held-out loss", |c| c.heldout_loss))];
+    if video {
+        maps.extend([
+            ("sweep-psnr.png", metric("PSNR (dB)", |c| c.psnr_db.unwrap_or(f64::NAN))),
+            ("sweep-ssim.png", metric("SSIM", |c| c.ssim.unwrap_or(f64::NAN))),
+            ("sweep-moving-psnr.png", metric("moving-pixel PSNR (dB)", |c| c.moving_psnr_db.unwrap_or(f64::NAN))),
+        ]);
+    }
+    for (file, map) in maps {
         write_heatmaps(&out.join(file), &map)?;
     }
     println!("sweep.json and heat maps in {}", out.display());
@@ -273,13 +293,32 @@ fn weights(run: &RunDir, config: &RunConfig, row: &Row, out: &Path, device: &Dev
 
 /// The cells as a table, the best marked.
 pub fn table(sweep: &Sweep) -> String {
-    let mut text = format!("{:<16} {:>8} {:<22} {:>9} {:>7} {:>12}\n", "weights", "guidance", "interval", "PSNR", "SSIM", "moving PSNR");
+    let show = |v: Option<f64>, digits: usize| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"));
+    let mut text = format!("{:<16} {:>8} {:<22} {:>13} {:>9} {:>7} {:>12}\n", "weights", "guidance", "interval", "held-out loss", "PSNR", "SSIM", "moving PSNR");
     for (i, c) in sweep.cells.iter().enumerate() {
-        let moving = c.moving_psnr_db.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
         let mark = if i == sweep.best { "  <- best" } else { "" };
-        text += &format!("{:<16} {:>8} {:<22} {:>9.2} {:>7.4} {:>12}{mark}\n", c.weights.name(), c.guidance, interval_words(c.interval), c.psnr_db, c.ssim, moving);
+        text += &format!(
+            "{:<16} {:>8} {:<22} {:>13.5} {:>9} {:>7} {:>12}{mark}\n",
+            c.weights.name(),
+            c.guidance,
+            interval_words(c.interval),
+            c.heldout_loss,
+            show(c.psnr_db, 2),
+            show(c.ssim, 4),
+            show(c.moving_psnr_db, 2)
+        );
     }
-    let moving = sweep.last_frame_moving_psnr_db.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
-    text += &format!("{:<16} {:>8} {:<22} {:>9.2} {:>7.4} {:>12}\n", "last frame", "", "(repeated)", sweep.last_frame_psnr_db, sweep.last_frame_ssim, moving);
+    if sweep.last_frame_psnr_db.is_some() {
+        text += &format!(
+            "{:<16} {:>8} {:<22} {:>13} {:>9} {:>7} {:>12}\n",
+            "last frame",
+            "",
+            "(repeated)",
+            "",
+            show(sweep.last_frame_psnr_db, 2),
+            show(sweep.last_frame_ssim, 4),
+            show(sweep.last_frame_moving_psnr_db, 2)
+        );
+    }
     text
 }

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use model3d::network::compute_copy;
 use model3d::philox::Stream;
-use model3d::{Diffusion, Precision};
+use model3d::{Diffusion, Precision, UViT};
 use video_io::prepare::ShardDataset;
 
 use super::trainer::Trainer;
@@ -46,7 +46,12 @@ impl Validation {
     /// Scores the trainer's sampling weights after `samples` training samples.
     pub fn run(&self, trainer: &Trainer, samples: u64) -> ValRecord {
         let (weights, model) = trainer.sampling_weights();
-        let model = compute_copy(&model, self.precision);
+        self.score(&model, weights, samples)
+    }
+
+    /// Scores `model` (weights called `weights`, after `samples` training samples).
+    pub fn score(&self, model: &UViT, weights: String, samples: u64) -> ValRecord {
+        let model = compute_copy(model, self.precision);
         let [n, t, c, h, w] = self.clips.dims();
         let levels: Vec<ValLevel> = (0..self.levels)
             .map(|k| {
