@@ -79,7 +79,7 @@ fn an_interrupt_writes_a_checkpoint_at_the_next_step_and_says_so() {
     let run = tmp.path().join("run");
     let child = background(&run, &data);
     std::thread::sleep(Duration::from_millis(300));
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
