@@ -237,7 +237,9 @@ pub fn rollout(
         if len >= total {
             break;
         }
-        let mut context = ndarray::Array5::<u8>::zeros(first_shape(&sequence, t));
+        // A window of `t` frames whose first `k` condition it (the rest is generated over).
+        let (n, _, h, width, c) = sequence.dim();
+        let mut context = ndarray::Array5::<u8>::zeros((n, t, h, width, c));
         context.slice_mut(s![.., ..k, .., .., ..]).assign(&sequence.slice(s![.., len - k.., .., .., ..]));
         let (next, _) = generate(model, config, Some(&window(context.view())), labels, model3d::noise::key(&[seed, ROLLOUT, w]), batch, device, bar)?;
         sequence = ndarray::concatenate(ndarray::Axis(1), &[sequence.view(), next.pixels.slice(s![.., k.., .., .., ..])]).expect("windows of one clip layout");
@@ -247,12 +249,6 @@ pub fn rollout(
 
 /// Keys the noise of a rollout's later windows apart from other samples ("ROLL").
 const ROLLOUT: u64 = 0x524F_4C4C;
-
-/// `[N, t, H, W, 3]` for clips shaped like `clips`.
-fn first_shape(clips: &ndarray::Array5<u8>, t: usize) -> (usize, usize, usize, usize, usize) {
-    let (n, _, h, w, c) = clips.dim();
-    (n, t, h, w, c)
-}
 
 /// Generates one clip per entry of `labels` with the `[sample]` settings of `config`, holding the
 /// first `diffusion.context_frames` frames of `real` (when given) fixed. Clip `i` draws its noise
