@@ -19,11 +19,11 @@ use super::checkpoint::{self, Checkpoint, TrainState, power_name, save_module};
 pub const DIR: &str = "ema-snapshots";
 
 /// Writes the snapshot of `averages` (σ_rel, weights) at `state.samples_seen`.
-pub fn save(dir: &Path, state: &TrainState, averages: &[(f64, UViT)]) -> Result<Checkpoint> {
+pub fn save(dir: &Path, state: &TrainState, averages: &[(f64, &UViT)]) -> Result<Checkpoint> {
     let state = TrainState { files: Default::default(), ..state.clone() };
     checkpoint::write_folder(dir, &state, usize::MAX, |tmp| {
         for (sigma_rel, weights) in averages {
-            save_module(weights, &tmp.weights_file(&power_name(*sigma_rel)))?;
+            save_module(*weights, &tmp.weights_file(&power_name(*sigma_rel)))?;
         }
         Ok(())
     })

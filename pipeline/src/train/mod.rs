@@ -198,7 +198,8 @@ pub fn train(job: &Job<'_>, globals: &Globals) -> Result<TrainSummary> {
         }
         if tc.snapshot_every().is_some_and(|n| p.is_multiple_of(n)) {
             let state = TrainState { config_hash: Some(config.resume_hash()), ..progress.state.clone() };
-            snapshots::save(&job.run.snapshots_dir(), &state, &trainer.power)?;
+            let power: Vec<(f64, &model3d::UViT)> = trainer.power.iter().map(|p| (p.sigma_rel, &p.weights)).collect();
+            snapshots::save(&job.run.snapshots_dir(), &state, &power)?;
         }
         let interrupted = interrupt::requested();
         if checkpoint_due || interrupted {

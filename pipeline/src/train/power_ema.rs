@@ -119,8 +119,8 @@ mod tests {
         let (x, residual) = solve(&snaps, Profile { t: 4000.0, gamma: g3 });
         let rebuilt: f64 = x.iter().zip(&values).map(|(w, v)| w * v).sum();
         // The profiles are matched to a small residual; the weight then agrees with the tracked
-        // EMA to a small fraction of how far the two tracked EMAs are apart (the discrete
-        // updates follow the continuous profiles only up to O(1/t)).
+        // EMA to a small fraction of how far the two tracked EMAs are apart (the discrete update
+        // is the continuous profile exactly, for weights held between updates: docs/method.md §7).
         assert!(residual < 1e-3, "{residual}");
         assert!((rebuilt - e3).abs() < 0.05 * (e1 - e2).abs(), "rebuilt {rebuilt}, tracked {e3}, tracked 0.05/0.10: {e1}/{e2}");
     }

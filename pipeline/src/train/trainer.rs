@@ -28,11 +28,19 @@ pub struct Trainer {
     model: Option<UViT>,
     pub optim: ModuleOptimizer,
     pub emas: Vec<(f64, UViT)>,
-    /// Power-function EMAs by σ_rel (`train.ema`), for post-hoc reconstruction.
-    pub power: Vec<(f64, UViT)>,
+    /// Power-function EMAs (`train.ema`), for post-hoc reconstruction.
+    pub power: Vec<PowerEma>,
     pub diffusion: Diffusion,
     config: RunConfig,
     device: Device,
+}
+
+/// A power-function EMA being tracked: its width, the exponent that width has (solved once),
+/// and its weights.
+pub struct PowerEma {
+    pub sigma_rel: f64,
+    gamma: f64,
+    pub weights: UViT,
 }
 
 /// What one step did, on the device: nothing here is read back until a log step asks.
@@ -62,7 +70,7 @@ impl Trainer {
             .with_weight_decay(tc.weight_decay as f32)
             .init();
         let emas = tc.ema_decays.iter().map(|&d| (d, model.valid())).collect();
-        let power = tc.power_sigma_rels().iter().map(|&s| (s, model.valid())).collect();
+        let power = tc.power_sigma_rels().iter().map(|&sigma_rel| PowerEma { sigma_rel, gamma: power_ema::exponent(sigma_rel), weights: model.valid() }).collect();
         let diffusion = config.diffusion.build(config.data.frames, config.data.size)?;
         Ok(Self { model: Some(model), optim, emas, power, diffusion, config: config.clone(), device })
     }
@@ -74,7 +82,7 @@ impl Trainer {
     /// Every average kept, by its name in checkpoints: the EMAs, then the power-function EMAs.
     pub fn averages(&self) -> Vec<(String, &UViT)> {
         let emas = self.emas.iter().map(|(d, e)| (ema_name(*d), e));
-        emas.chain(self.power.iter().map(|(s, e)| (power_name(*s), e))).collect()
+        emas.chain(self.power.iter().map(|p| (power_name(p.sigma_rel), &p.weights))).collect()
     }
 
     /// The weights validation and sampling use: the first EMA, or the raw weights without one.
@@ -89,7 +97,7 @@ impl Trainer {
     pub fn init_from(&mut self, path: &Path) -> Result<()> {
         let model = self.model.take().expect("model present between steps");
         let model = self.model.insert(stable_ids(load_module(model, path)?));
-        for (_, ema) in self.emas.iter_mut().chain(&mut self.power) {
+        for ema in self.emas.iter_mut().map(|(_, e)| e).chain(self.power.iter_mut().map(|p| &mut p.weights)) {
             *ema = model.valid();
         }
         Ok(())
@@ -104,8 +112,8 @@ impl Trainer {
         for (decay, ema) in &mut self.emas {
             *ema = stable_ids(load_module(ema.clone(), &checkpoint.ema_file(*decay))?);
         }
-        for (sigma_rel, ema) in &mut self.power {
-            *ema = stable_ids(load_module(ema.clone(), &checkpoint.weights_file(&power_name(*sigma_rel)))?);
+        for p in &mut self.power {
+            p.weights = stable_ids(load_module(p.weights.clone(), &checkpoint.weights_file(&power_name(p.sigma_rel)))?);
         }
         tracing::info!(samples = state.samples_seen, checkpoint = %checkpoint.path().display(), "resumed");
         Ok(state)
@@ -156,8 +164,8 @@ impl Trainer {
             let decay = if tc.ema_warmup { ema_warmup(*decay, updates) } else { *decay };
             *ema = ema_update(ema.clone(), model, decay);
         }
-        for (sigma_rel, ema) in &mut self.power {
-            *ema = ema_update(ema.clone(), model, power_ema::decay(power_ema::exponent(*sigma_rel), updates));
+        for p in &mut self.power {
+            p.weights = ema_update(p.weights.clone(), model, power_ema::decay(p.gamma, updates));
         }
         StepResult { loss: loss.inner(), grad_norm: stats.norm.inner(), nonfinite: stats.nonfinite.inner(), lr, monitor }
     }
