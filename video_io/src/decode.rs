@@ -194,8 +194,7 @@ pub fn decode(path: &Path, range: TimeRange, size: FrameSize) -> Result<Decoded>
                     let (data, stride) = match turn {
                         Turn::None => (data, stride),
                         _ => {
-                            let packed: Vec<u8> = (0..height).flat_map(|y| &data[y * stride..][..width * 3]).copied().collect();
-                            turned = turn.apply(&packed, width, height);
+                            turned = turn.apply(data, stride, width, height);
                             (turned.as_slice(), shown_w * 3)
                         }
                     };

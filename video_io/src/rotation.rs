@@ -40,10 +40,11 @@ impl Turn {
         }
     }
 
-    /// Packed RGB `width × height` turned; returns packed RGB of [`size`](Self::size).
-    pub fn apply(self, rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
+    /// RGB rows of `stride` bytes, `width × height`, turned; returns packed RGB of
+    /// [`size`](Self::size).
+    pub fn apply(self, rgb: &[u8], stride: usize, width: usize, height: usize) -> Vec<u8> {
         let (w2, h2) = self.size(width, height);
-        let mut out = vec![0u8; rgb.len()];
+        let mut out = vec![0u8; width * height * 3];
         for y in 0..h2 {
             for x in 0..w2 {
                 // The source pixel shown at (x, y).
@@ -53,7 +54,7 @@ impl Turn {
                     Self::Half => (width - 1 - x, height - 1 - y),
                     Self::Cw90 => (y, height - 1 - x),
                 };
-                let (d, s) = ((y * w2 + x) * 3, (sy * width + sx) * 3);
+                let (d, s) = ((y * w2 + x) * 3, sy * stride + sx * 3);
                 out[d..d + 3].copy_from_slice(&rgb[s..s + 3]);
             }
         }
@@ -85,17 +86,20 @@ mod tests {
     fn turns_move_corners_where_a_player_shows_them() {
         // 3x2 frame, pixel value = index; the top-left pixel is 0, the top-right 2.
         let rgb: Vec<u8> = (0..6u8).flat_map(|i| [i; 3]).collect();
-        let px = |t: Turn| t.apply(&rgb, 3, 2).chunks(3).map(|p| p[0]).collect::<Vec<_>>();
+        let px = |t: Turn| t.apply(&rgb, 9, 3, 2).chunks(3).map(|p| p[0]).collect::<Vec<_>>();
         // Counter-clockwise: the top-right corner comes to the top-left.
         assert_eq!(px(Turn::Ccw90), vec![2, 5, 1, 4, 0, 3]);
         assert_eq!(px(Turn::Cw90), vec![3, 0, 4, 1, 5, 2]);
         assert_eq!(px(Turn::Half), vec![5, 4, 3, 2, 1, 0]);
         assert_eq!(Turn::Ccw90.size(3, 2), (2, 3));
+        // Rows padded past the frame (as FFmpeg's frames are) read the same.
+        let padded: Vec<u8> = rgb.chunks(9).flat_map(|row| row.iter().copied().chain([7; 3])).collect();
+        assert_eq!(Turn::Ccw90.apply(&padded, 12, 3, 2), Turn::Ccw90.apply(&rgb, 9, 3, 2));
         // Four quarter turns are none.
         let mut v = rgb.clone();
         let (mut w, mut h) = (3, 2);
         for _ in 0..4 {
-            v = Turn::Ccw90.apply(&v, w, h);
+            v = Turn::Ccw90.apply(&v, 3 * w, w, h);
             (w, h) = (h, w);
         }
         assert_eq!(v, rgb);
