@@ -15,8 +15,7 @@ const C2: f64 = (0.03 * 255.0) * (0.03 * 255.0);
 /// (σ = 1.5, K1 = 0.01, K2 = 0.03), over every fully covered window position and the three
 /// channels (as `tf.image.ssim`). Images smaller than the window use one window of their size.
 pub fn ssim(a: &[u8], b: &[u8], width: usize, height: usize) -> f64 {
-    let map = ssim_map(a, b, width, height);
-    map.values.iter().sum::<f64>() / map.values.len() as f64
+    ssim_map(a, b, width, height).mean()
 }
 
 /// SSIM at each window position, averaged over the channels.
@@ -27,6 +26,23 @@ pub struct SsimMap {
     pub width: usize,
     /// The window's side: the value at position `(x, y)` belongs to pixel `(x + win/2, y + win/2)`.
     pub win: usize,
+    /// The images' width in pixels.
+    pub image_width: usize,
+}
+
+impl SsimMap {
+    /// The whole images' SSIM ([`ssim`]).
+    pub fn mean(&self) -> f64 {
+        self.values.iter().sum::<f64>() / self.values.len() as f64
+    }
+
+    /// The SSIM summed over the window positions whose centre pixel is in `mask` (one flag per
+    /// pixel), and the count of those positions.
+    pub fn masked_sum(&self, mask: &[bool]) -> (f64, usize) {
+        let c = self.win / 2;
+        let centre = |i: usize| (i / self.width + c) * self.image_width + i % self.width + c;
+        self.values.iter().enumerate().filter(|(i, _)| mask[centre(*i)]).fold((0.0, 0), |(s, n), (_, v)| (s + v, n + 1))
+    }
 }
 
 /// The SSIM of [`ssim`] at every window position.
@@ -63,7 +79,7 @@ pub fn ssim_map(a: &[u8], b: &[u8], width: usize, height: usize) -> SsimMap {
             }
         }
     }
-    SsimMap { values, width: mw, win }
+    SsimMap { values, width: mw, win, image_width: width }
 }
 
 /// The moving pixels of a frame (docs/evaluation.md): where any channel of the real frame differs
@@ -82,14 +98,6 @@ pub fn masked_squared_error(a: &[u8], b: &[u8], mask: &[bool]) -> (f64, usize) {
 /// PSNR in dB of a mean squared error of 8-bit values.
 pub fn psnr_of_mse(mse: f64) -> f64 {
     if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0 * 255.0 / mse).log10() }
-}
-
-/// The SSIM of [`ssim_map`] summed over the window positions whose centre pixel is in `mask`, and
-/// the count of those positions.
-pub fn masked_ssim_sum(a: &[u8], b: &[u8], width: usize, height: usize, mask: &[bool]) -> (f64, usize) {
-    let map = ssim_map(a, b, width, height);
-    let c = map.win / 2;
-    map.values.iter().enumerate().filter(|(i, _)| mask[(i / map.width + c) * width + i % map.width + c]).fold((0.0, 0), |(s, n), (_, v)| (s + v, n + 1))
 }
 
 #[cfg(test)]
@@ -133,11 +141,11 @@ mod tests {
         let map = ssim_map(&a, &b, w, h);
         assert!((map.values.iter().sum::<f64>() / map.values.len() as f64 - ssim(&a, &b, w, h)).abs() < 1e-12);
         let far_right: Vec<bool> = (0..w * h).map(|p| p % w >= 21).collect();
-        let (s, n) = masked_ssim_sum(&a, &b, w, h, &far_right);
+        let (s, n) = ssim_map(&a, &b, w, h).masked_sum(&far_right);
         assert!(n > 0 && (s / n as f64 - 1.0).abs() < 1e-12, "{s} / {n}");
-        let (s, n) = masked_ssim_sum(&a, &b, w, h, &left);
+        let (s, n) = ssim_map(&a, &b, w, h).masked_sum(&left);
         assert!(n > 0 && s / (n as f64) < 1.0 - 1e-6, "{s} / {n}");
-        assert_eq!(masked_ssim_sum(&a, &b, w, h, &vec![false; w * h]), (0.0, 0));
+        assert_eq!(ssim_map(&a, &b, w, h).masked_sum(&vec![false; w * h]), (0.0, 0));
     }
 
     #[test]

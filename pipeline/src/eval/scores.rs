@@ -7,7 +7,7 @@ use ndarray::s;
 use serde::{Deserialize, Serialize};
 use video_io::clips::Clips;
 
-use super::quality::{masked_squared_error, masked_ssim_sum, moving, psnr, psnr_of_mse, ssim};
+use super::quality::{masked_squared_error, moving, psnr, psnr_of_mse, ssim_map};
 
 /// PSNR is capped here so that means stay finite (identical frames have infinite PSNR).
 pub const PSNR_CAP_DB: f64 = 100.0;
@@ -105,22 +105,24 @@ pub fn score_clip(pred: &Clips, first: usize, samples: usize, real: &Clips, i: u
         Some(last) => truth.iter().map(|t| moving(t, last, MOTION_THRESHOLD)).collect(),
         None => truth.iter().map(|t| vec![false; t.len() / 3]).collect(),
     };
-    let score = |frames_of: &dyn Fn(usize) -> Vec<u8>| {
+    // One prediction's frames `context..T` against the truth; one SSIM map per frame serves the
+    // whole-frame and the moving-pixel SSIM.
+    let score = |predicted: &[&[u8]]| {
         let mut s = SampleScores { psnr: Vec::new(), ssim: Vec::new(), moving_se: (0.0, 0), moving_ssim: (0.0, 0) };
-        for (j, (t, mask)) in truth.iter().zip(&masks).enumerate() {
-            let p = frames_of(j);
-            s.psnr.push(psnr(&p, t).min(PSNR_CAP_DB));
-            s.ssim.push(ssim(&p, t, width, height));
-            let (se, n) = masked_squared_error(&p, t, mask);
-            let (ss, m) = masked_ssim_sum(&p, t, width, height, mask);
+        for ((p, t), mask) in predicted.iter().zip(&truth).zip(&masks) {
+            let map = ssim_map(p, t, width, height);
+            s.psnr.push(psnr(p, t).min(PSNR_CAP_DB));
+            s.ssim.push(map.mean());
+            let (se, n) = masked_squared_error(p, t, mask);
+            let (ss, m) = map.masked_sum(mask);
             s.moving_se = (s.moving_se.0 + se, s.moving_se.1 + n);
             s.moving_ssim = (s.moving_ssim.0 + ss, s.moving_ssim.1 + m);
         }
         s
     };
     let predicted: Vec<Vec<Vec<u8>>> = (0..samples).map(|k| (context..frames).map(|f| frame(pred, first + k, f)).collect()).collect();
-    let scored = predicted.iter().map(|p| score(&|j| p[j].clone())).collect();
-    let baseline = last.as_ref().map(|last| score(&|_| last.clone()));
+    let scored = predicted.iter().map(|p| score(&p.iter().map(Vec::as_slice).collect::<Vec<_>>())).collect();
+    let baseline = last.as_ref().map(|last| score(&vec![last.as_slice(); truth.len()]));
     ClipScores {
         samples: scored,
         baseline,
@@ -222,10 +224,10 @@ pub fn moving_scores(clips: &[ClipScores]) -> Option<Moving> {
 /// Per predicted frame, the mean over clips and samples of (PSNR, SSIM) and of the baseline's.
 pub fn per_frame_means(clips: &[ClipScores]) -> Vec<[f64; 4]> {
     let frames = clips[0].samples[0].psnr.len();
+    let all: Vec<&SampleScores> = clips.iter().flat_map(|c| &c.samples).collect();
+    let base: Vec<&SampleScores> = clips.iter().filter_map(|c| c.baseline.as_ref()).collect();
     (0..frames)
         .map(|j| {
-            let all: Vec<&SampleScores> = clips.iter().flat_map(|c| &c.samples).collect();
-            let base: Vec<&SampleScores> = clips.iter().filter_map(|c| c.baseline.as_ref()).collect();
             let m = |v: &[&SampleScores], f: fn(&SampleScores, usize) -> f64| if v.is_empty() { 0.0 } else { mean(&v.iter().map(|s| f(s, j)).collect::<Vec<_>>()) };
             [m(&all, |s, j| s.psnr[j]), m(&all, |s, j| s.ssim[j]), m(&base, |s, j| s.psnr[j]), m(&base, |s, j| s.ssim[j])]
         })
