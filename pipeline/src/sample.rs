@@ -118,8 +118,9 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         stats = st;
     }
     // Each clip's samples together: clip i's sample s is record i·N + s.
-    let first = samples[0].clone();
-    let generated = if per_clip == 1 { first.clone() } else { Clips::concat(&(0..labels.len()).flat_map(|i| samples.iter().map(move |c| c.select(i..i + 1))).collect::<Vec<_>>()) };
+    let interleaved = (per_clip > 1).then(|| Clips::concat(&(0..labels.len()).flat_map(|i| samples.iter().map(move |c| c.select(i..i + 1))).collect::<Vec<_>>()));
+    let first = &samples[0];
+    let generated = interleaved.as_ref().unwrap_or(first);
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     generated.write(&args.out.join(PREDICTIONS))?;
     if let Some(real) = &real {
@@ -142,7 +143,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     // Comparison videos need the real clip as long as the prediction.
     let paired = real.as_ref().filter(|r| r.layout().frames == first.layout().frames);
     if video_io::FFMPEG || config.data.frames == 1 {
-        let media = write_media(&args.out, &first, paired, config.diffusion.context_frames, &args.media)?;
+        let media = write_media(&args.out, first, paired, config.diffusion.context_frames, &args.media)?;
         for p in media.files() {
             println!("  {}", p.display());
         }

@@ -81,10 +81,13 @@ pub enum Row {
 impl Row {
     fn parse(s: &str, config: &RunConfig) -> Result<Self> {
         let s = s.trim();
-        let row = match (s, s.strip_prefix("sigma=")) {
-            ("raw", _) => Self::Raw,
-            (_, Some(v)) => Self::Sigma(v.parse().map_err(|_| anyhow::anyhow!("--ema {s}: expected sigma=<σ_rel>, e.g. sigma=0.07"))?),
-            _ => Self::Ema(s.parse().map_err(|_| anyhow::anyhow!("--ema {s}: expected raw, an EMA decay like 0.999, or sigma=<σ_rel>"))?),
+        // `raw` and decays as `sample --ema` reads them.
+        let row = match s.strip_prefix("sigma=") {
+            Some(v) => Self::Sigma(v.parse().map_err(|_| anyhow::anyhow!("--ema {s}: expected sigma=<σ_rel>, e.g. sigma=0.07"))?),
+            None => match s.parse::<Weights>().map_err(|e| anyhow::anyhow!("--ema {e}, or sigma=<σ_rel>"))? {
+                Weights::Ema(d) => Self::Ema(d),
+                Weights::Raw | Weights::Default => Self::Raw,
+            },
         };
         if let Self::Ema(d) = row
             && !config.train.ema_decays.contains(&d)
@@ -162,10 +165,10 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         config.sample.steps = steps as usize;
     }
     let data = open_data(&args.data, &config).context("--data")?;
-    let validation = Validation::new(&data, &config, &globals.device()?)?;
+    let device = globals.device()?;
+    let validation = Validation::new(&data, &config, &device)?;
     let real = data.clips(0..(args.count as usize).min(data.len()));
     let labels: Vec<i64> = real.labels.iter().map(|&l| if config.model.num_classes == 0 { 0 } else { l as i64 }).collect();
-    let device = globals.device()?;
     let mut cells: Vec<(Row, f64, Option<(f64, f64)>)> = Vec::new();
     for row in &rows {
         for &g in &guidance {
