@@ -86,7 +86,7 @@ pub struct TrainConfig {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EmaConfig {
     /// Power-function EMAs of these relative widths (edm2 tracks 0.05 and 0.10), each saved as a
-    /// snapshot every `snapshot_every` samples (train/power_ema.rs, docs/method.md §6).
+    /// snapshot every `snapshot_every` samples (train/power_ema.rs, docs/method.md §7).
     Power { sigma_rels: Vec<f64>, snapshot_every: u64 },
 }
 
