@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::globals::{Backend, Globals};
 use crate::train::interrupt::Interrupted;
-use crate::{bench, demo, ema, encode, eval, export, info, prepare, report, sample, sweep, train};
+use crate::{bench, demo, ema, encode, eval, export, info, judge, prepare, report, sample, sweep, train};
 
 #[derive(Parser)]
 #[command(name = "sid2", version, about = "SiD2 pixel-space diffusion for video prediction and images")]
@@ -48,6 +48,8 @@ enum Command {
     Ema(ema::Args),
     /// A grid of EMA weights, guidance scales and intervals, each sampled and scored the same way.
     Sweep(sweep::Args),
+    /// Train a classifier on labelled images, and score generated images with it.
+    Judge(judge::Args),
     /// Resolved config, parameter count and GFLOPs per forward pass.
     Info(info::Args),
     /// Measure speeds and learning (results as JSON on stdout; record them in BENCHMARKS.md).
@@ -110,6 +112,7 @@ fn dispatch(command: Command, globals: &Globals) -> Result<()> {
         Command::Export(args) => export::run(args, globals),
         Command::Ema(args) => ema::run(args, globals),
         Command::Sweep(args) => sweep::run(args, globals),
+        Command::Judge(args) => judge::run(args, globals),
         Command::Info(args) => info::run(args, globals),
         Command::Bench(args) => bench::run(args, globals),
         Command::Demo(args) => demo::run(args, globals),

@@ -10,6 +10,7 @@ use video_io::clips::Clips;
 use video_io::encode::{mark_frames, side_by_side, upscale, write_mp4, write_png_grid};
 use video_io::shard::Shard;
 
+use crate::class_grid;
 use crate::globals::Globals;
 use crate::paths::{check_output_dir, existing_file};
 
@@ -69,7 +70,7 @@ pub fn run(args: Args, _globals: &Globals) -> Result<()> {
     if args.context >= shard.layout.frames as usize && shard.layout.frames > 1 {
         bail!("--context {}: the clips have {} frames", args.context, shard.layout.frames);
     }
-    for p in write_media(&args.out, &clips, real.as_ref(), args.context, &args.media)?.files() {
+    for p in write_media(&args.out, &clips, real.as_ref(), args.context, &args.media, &[])?.files() {
         println!("{}", p.display());
     }
     Ok(())
@@ -103,9 +104,10 @@ const GRID: &str = "samples.png";
 /// Frames marking the context (a green border).
 const CONTEXT_GREEN: [u8; 3] = [0, 200, 0];
 
-/// One-frame clips become a PNG grid; longer clips become MP4s, plus context | real | prediction
-/// comparison videos and PNG strips when the real clips are given.
-pub fn write_media(out: &Path, generated: &Clips, real: Option<&Clips>, context: usize, media: &MediaArgs) -> Result<Media> {
+/// One-frame clips become a PNG grid (one row per class, named from `classes` where it has the
+/// label, when the clips have more than one label); longer clips become MP4s, plus context | real
+/// | prediction comparison videos and PNG strips when the real clips are given.
+pub fn write_media(out: &Path, generated: &Clips, real: Option<&Clips>, context: usize, media: &MediaArgs, classes: &[String]) -> Result<Media> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let up = media.upscale as usize;
     let mut written = Media::default();
@@ -113,7 +115,10 @@ pub fn write_media(out: &Path, generated: &Clips, real: Option<&Clips>, context:
         let path = out.join(GRID);
         let images: Vec<Array4<u8>> = (0..generated.len()).map(|i| upscale(generated.clip(i), up)).collect();
         let views: Vec<_> = images.iter().map(|i| i.index_axis(Axis(0), 0)).collect();
-        write_png_grid(&path, &views, (views.len() as f64).sqrt().ceil() as usize)?;
+        match generated.labels.iter().any(|&l| l != generated.labels[0]) {
+            true => class_grid::write(&path, &class_grid::rows(&views, &generated.labels, classes))?,
+            false => write_png_grid(&path, &views, (views.len() as f64).sqrt().ceil() as usize)?,
+        }
         written.grid = Some(path);
         return Ok(written);
     }

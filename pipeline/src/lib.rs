@@ -4,6 +4,7 @@
 //! and dispatches.
 
 pub mod bench;
+pub mod class_grid;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -13,6 +14,7 @@ pub mod eval;
 pub mod export;
 pub mod globals;
 pub mod info;
+pub mod judge;
 pub mod paths;
 pub mod plot;
 pub mod prepare;

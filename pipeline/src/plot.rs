@@ -27,12 +27,12 @@ pub struct Chart {
     pub series: Vec<Series>,
 }
 
-const FONT: &str = "sans-serif";
+pub const FONT: &str = "sans-serif";
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 420;
 const COLOURS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
 
-fn register_font() {
+pub fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let bytes: &'static [u8] = include_bytes!("../../third_party/fonts/DejaVuSansMono.ttf");

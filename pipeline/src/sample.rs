@@ -143,7 +143,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     // Comparison videos need the real clip as long as the prediction.
     let paired = real.as_ref().filter(|r| r.layout().frames == first.layout().frames);
     if video_io::FFMPEG || config.data.frames == 1 {
-        let media = write_media(&args.out, first, paired, config.diffusion.context_frames, &args.media)?;
+        let media = write_media(&args.out, first, paired, config.diffusion.context_frames, &args.media, &run.classes())?;
         for p in media.files() {
             println!("  {}", p.display());
         }

@@ -25,7 +25,7 @@ fn linear_how(chunked: bool) -> LinearImpl {
     if chunked { LinearImpl::Chunked } else { LinearImpl::Burn }
 }
 
-pub(crate) fn conv3x3_layer(c_in: usize, c_out: usize, bias: bool, device: &Device) -> Conv2d {
+pub fn conv3x3_layer(c_in: usize, c_out: usize, bias: bool, device: &Device) -> Conv2d {
     Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_bias(bias).init(device)
 }
 

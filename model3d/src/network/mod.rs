@@ -12,6 +12,7 @@ mod rope;
 mod uvit;
 
 pub use config::{AttentionImpl, BlockKind, UViTConfig};
+pub use blocks::conv3x3_layer;
 pub use conv::ConvImpl;
 pub use linear::LinearImpl;
 pub use count::{Cost, cost};

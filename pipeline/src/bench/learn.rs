@@ -29,11 +29,27 @@ pub struct LearnArgs {
     #[arg(long)]
     pub config: PathBuf,
     /// Videos to train on (a folder, as `sid2 prepare --videos` takes).
-    #[arg(long)]
-    pub train_videos: PathBuf,
+    #[arg(long, required_unless_present = "train_images", requires = "heldout_videos", conflicts_with_all = ["train_images", "heldout_images"])]
+    pub train_videos: Option<PathBuf>,
     /// Videos never trained on: validation loss during training, predictions scored after.
+    #[arg(long, requires = "train_videos")]
+    pub heldout_videos: Option<PathBuf>,
+    /// Image presets: a class-folder tree of training images (as `sid2 prepare --images` takes).
+    #[arg(long, requires = "heldout_images")]
+    pub train_images: Option<PathBuf>,
+    /// Image presets: test images of the same classes, never trained on (validation loss, the
+    /// judge's test accuracy and the real features samples are scored against).
+    #[arg(long, requires = "train_images")]
+    pub heldout_images: Option<PathBuf>,
+    /// Image presets: images sampled per class at each checkpoint.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub per_class: u32,
+    /// Image presets: score with this judge instead of training one into OUT/judge.safetensors.
     #[arg(long)]
-    pub heldout_videos: PathBuf,
+    pub judge: Option<PathBuf>,
+    /// Image presets: epochs of the judge trained when none is given or found.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub judge_epochs: u32,
     /// Where data, run and results go; running again resumes the run.
     #[arg(long)]
     pub out: PathBuf,
@@ -105,7 +121,7 @@ pub fn run(args: LearnArgs, globals: &Globals) -> Result<LearnReport> {
     video_io::atomic::write_bytes(&resolved, &[config.to_toml().as_bytes()])?;
     let (train_data, heldout_data) = (args.out.join("data-train"), args.out.join("data-heldout"));
     for (videos, data) in [(&args.train_videos, &train_data), (&args.heldout_videos, &heldout_data)] {
-        let prepare_args = prepare::Args { config: resolved.clone(), out: data.clone(), videos: Some(videos.clone()), images: None, kinetics_csv: None, kinetics_root: None, classes: None, workers: 2, overrides: Vec::new() };
+        let prepare_args = prepare::Args { config: resolved.clone(), out: data.clone(), videos: videos.clone(), images: None, kinetics_csv: None, kinetics_root: None, classes: None, workers: 2, overrides: Vec::new() };
         prepare::run(prepare_args, globals)?;
     }
     let device = globals.device()?;
@@ -134,7 +150,7 @@ pub fn run(args: LearnArgs, globals: &Globals) -> Result<LearnReport> {
         let sample_s = started.elapsed().as_secs_f64();
         let eval = compare(&generated, &real, c.diffusion.context_frames);
         let media = args.out.join(format!("predictions-{}-{steps}-steps", format!("{sampler:?}").to_lowercase()));
-        write_media(&media, &generated.select(0..n.min(4)), Some(&real.select(0..n.min(4))), c.diffusion.context_frames, &MediaArgs { fps: 4, upscale: 4 })?;
+        write_media(&media, &generated.select(0..n.min(4)), Some(&real.select(0..n.min(4))), c.diffusion.context_frames, &MediaArgs { fps: 4, upscale: 4 }, &[])?;
         predictions.push(Predictions { sampler, steps, sample_s, eval });
     }
     let report = LearnReport {

@@ -1,9 +1,10 @@
 //! `sid2 bench`: measurements, never asserted. Training steps on synthetic batches (warm-up
 //! apart from steady state, achieved FLOP/s from the analytic count), sampling, decoding against
 //! the FFmpeg command line, the FVD/FID feature networks, a matmul peak for MFU fractions, and
-//! [`learn`]: learning on held-out videos.
+//! [`learn`]: learning on held-out videos, and [`learn_images`]: on held-out images.
 
 pub mod learn;
+pub mod learn_images;
 pub mod probe;
 
 use std::path::{Path, PathBuf};
@@ -38,7 +39,8 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 pub enum What {
     /// Train on some videos, predict others: validation curve, PSNR/SSIM per predicted frame
-    /// against repeating the last context frame, charts and strips.
+    /// against repeating the last context frame, charts and strips. Image presets: train on
+    /// images, judge each checkpoint's samples per class against test images, grids.
     Learn(learn::LearnArgs),
     /// Training steps of a config on synthetic clips: warm-up, then steady state.
     Train {
@@ -124,6 +126,7 @@ pub enum What {
 
 pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let json = match args.what {
+        What::Learn(args) if args.train_images.is_some() => serde_json::to_string_pretty(&learn_images::run(args, globals)?)?,
         What::Learn(args) => serde_json::to_string_pretty(&learn::run(args, globals)?)?,
         What::Train { config, warmup, steps, overrides } => serde_json::to_string_pretty(&train(&RunConfig::load(&config, &overrides)?, &globals.device()?, warmup, steps)?)?,
         What::Sample { config, batch, overrides } => serde_json::to_string_pretty(&sample(&RunConfig::load(&config, &overrides)?, &globals.device()?, batch)?)?,

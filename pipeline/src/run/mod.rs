@@ -35,6 +35,7 @@ const METRICS_FILE: &str = "metrics.jsonl";
 const EVENTS_FILE: &str = "events.jsonl";
 const REPORT_FILE: &str = "report.html";
 const CHECKPOINTS: &str = "checkpoints";
+const CLASSES_FILE: &str = "classes.txt";
 
 /// Which weights of a checkpoint to load.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -172,6 +173,19 @@ impl RunDir {
 
     pub fn save_config(&self, config: &RunConfig) -> Result<()> {
         Ok(video_io::atomic::write_bytes(&self.config_path(), &[config.to_toml().as_bytes()])?)
+    }
+
+    /// Records the training data's class names (one a line), for grids named by class.
+    pub fn save_classes(&self, classes: &[String]) -> Result<()> {
+        if classes.iter().all(String::is_empty) {
+            return Ok(());
+        }
+        Ok(video_io::atomic::write_bytes(&self.0.join(CLASSES_FILE), &[classes.join("\n").as_bytes(), b"\n"])?)
+    }
+
+    /// The class names of the training data, where `train` recorded them; none otherwise.
+    pub fn classes(&self) -> Vec<String> {
+        video_io::datasets::read_class_list(&self.0.join(CLASSES_FILE)).unwrap_or_default()
     }
 
     /// Checkpoint folders, oldest first (see [`checkpoint::list`]).

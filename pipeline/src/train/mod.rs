@@ -153,16 +153,18 @@ pub fn train(job: &Job<'_>, globals: &Globals) -> Result<TrainSummary> {
         (None, None) => TrainState::default(),
     };
     let resumed_from = (state.samples_seen > 0).then_some(state.samples_seen);
+    let classes = data.manifest.classes.clone();
     let _lock = match existing_lock {
         Some(lock) => {
             if save {
                 job.run.save_config(&config)?;
             }
+            job.run.save_classes(&classes)?;
             lock
         }
         None => {
             let lock = job.run.create_locked("train")?;
-            if let Err(e) = job.run.save_config(&config) {
+            if let Err(e) = job.run.save_config(&config).and_then(|()| job.run.save_classes(&classes)) {
                 job.run.abandon_start(lock);
                 return Err(e);
             }

@@ -1,5 +1,6 @@
 //! The loss on held-out clips during training, comparable across steps and runs: a fixed set of
-//! clips (the first `train.val_clips` of `--val`), a fixed grid of noise levels
+//! clips (`train.val_clips` of `--val`, spread evenly over it, so that a data set prepared class
+//! by class is validated on every class), a fixed grid of noise levels
 //! `t_k = (k + ½) / train.val_levels`, and noise that depends only on (clip, level). Scored with
 //! the weights sampling uses (the first EMA), without autodiff.
 
@@ -9,6 +10,7 @@ use burn::tensor::DType;
 use model3d::network::compute_copy;
 use model3d::philox::Stream;
 use model3d::{Diffusion, Precision, UViT};
+use video_io::clips::Clips;
 use video_io::prepare::ShardDataset;
 
 use super::trainer::Trainer;
@@ -32,7 +34,8 @@ pub struct Validation {
 
 impl Validation {
     pub fn new(data: &ShardDataset, config: &RunConfig, device: &Device) -> Result<Self> {
-        let clips = data.clips(0..config.train.val_clips.min(data.len()));
+        let n = config.train.val_clips.min(data.len());
+        let clips = Clips::concat(&(0..n).map(|i| i * data.len() / n).map(|i| data.clips(i..i + 1)).collect::<Vec<_>>());
         Ok(Self {
             clips: clips_to_tensor(&clips, device),
             labels: clips.labels.iter().map(|&l| l as i64).collect(),
