@@ -25,6 +25,6 @@ mod testing;
 
 pub use config_error::ConfigError;
 pub use diffusion::{Diffusion, DiffusionConfig, FrameTimes, LossTerms, LossWeighting, NoisedBatch, Prediction, TimeSampling};
-pub use network::{AttentionImpl, BlockKind, ConvImpl, Cost, LinearImpl, Precision, UViT, UViTConfig};
+pub use network::{AttentionImpl, BlockKind, ConvImpl, Cost, LinearImpl, Precision, Skips, UViT, UViTConfig};
 pub use sampler::{Denoiser, GuidanceInterval, SampleRequest, SampleStats, SamplerConfig, SamplerKind};
 pub use schedule::{Schedule, ScheduleConfig};

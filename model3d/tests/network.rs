@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use common::{device, max_abs_diff, randn, small_config};
 use model3d::network::cost;
-use model3d::{BlockKind, ConvImpl, LinearImpl, UViT, UViTConfig};
+use model3d::{BlockKind, ConvImpl, LinearImpl, Skips, UViT, UViTConfig};
 
 #[test]
 fn zero_initialised_network_is_the_skip_path() {
@@ -26,6 +26,25 @@ fn zero_initialised_network_is_the_skip_path() {
     assert_eq!(out.abs().max().into_scalar::<f32>(), 0.0);
     // And the identity is not vacuous: the patch embedding is not zero.
     assert!(h.abs().max().into_scalar::<f32>() > 1e-2);
+}
+
+#[test]
+fn zero_initialised_block_skips_are_the_identity_too() {
+    // SiD's U-ViT (`model.skips = "blocks"`): every merge starts by passing its skip through, so
+    // the last decoder block of level 0 receives the first encoder block's output, the patch
+    // embedding itself. Two blocks per level and a temporal block exercise the skip order.
+    let config = UViTConfig { skips: Skips::Blocks, blocks: vec![2, 2], temporal: vec![true, false, false], ..small_config(10) };
+    let net = UViT::new(&config, &device());
+    let x = randn([2, 3, 3, 16, 16], 11);
+    let logsnr = Tensor::<2>::from_floats([[15.0, -2.0, 0.5], [3.0, 3.0, -9.0]], &device());
+    let labels = Tensor::<1, Int>::from_ints([3, 10], &device());
+    let emb = net.cond.forward(logsnr.clone(), labels.clone());
+    let h = net.patch.forward(x.clone().reshape([6, 3, 16, 16]));
+    assert!(max_abs_diff(net.body(h.clone(), &emb, 3), h.clone()) < 1e-5);
+    assert!(h.clone().abs().max().into_scalar::<f32>() > 1e-2);
+    // Live merges: once they read h too, the body is no longer the identity.
+    let jittered = net.map(&mut common::Jitter);
+    assert!(max_abs_diff(jittered.body(h.clone(), &emb, 3), h) > 1e-4);
 }
 
 #[test]
@@ -99,6 +118,16 @@ fn analytic_parameter_count_matches_the_module() {
         let net = UViT::new(&config, &device());
         assert_eq!(cost(&config, [4, 16, 16]).params, net.num_params() as u64);
     }
+    // Per-block skips add one [2C → C] merge per decoder block.
+    let levels = UViTConfig { blocks: vec![2, 1], ..small_config(10) };
+    let blocks = UViTConfig { skips: Skips::Blocks, ..levels.clone() };
+    let (c0, c1) = (32u64, 64u64);
+    assert_eq!(cost(&blocks, [1, 16, 16]).params, cost(&levels, [1, 16, 16]).params + 2 * (2 * c0 * c0 + c0) + (2 * c1 * c1 + c1));
+    assert_eq!(cost(&blocks, [1, 16, 16]).params, UViT::new(&blocks, &device()).num_params() as u64);
+    // 16x16 pixels at patch 2: 64 tokens at level 0, 16 at level 1; two FLOPs per multiply-add.
+    let extra = 2.0 * (2.0 * 2.0 * (c0 * c0) as f64 * 64.0 + 2.0 * (c1 * c1) as f64 * 16.0);
+    let diff = cost(&blocks, [1, 16, 16]).forward_flops - cost(&levels, [1, 16, 16]).forward_flops;
+    assert!((diff - extra).abs() < 1e-6 * extra, "{diff} vs {extra}");
 }
 
 #[test]
@@ -123,6 +152,7 @@ fn counts_match_a_hand_count() {
         attention: Default::default(),
         conv: Default::default(),
         linear: Default::default(),
+        skips: Skips::Levels,
         norm_groups: 8,
         num_classes: 0,
     };
@@ -164,6 +194,7 @@ fn flops_match_the_reference_pytorch_twin() {
         attention: Default::default(),
         conv: Default::default(),
         linear: Default::default(),
+        skips: Skips::Levels,
         norm_groups: 32,
         num_classes: 1000,
     };

@@ -16,6 +16,20 @@ pub enum BlockKind {
     Transformer,
 }
 
+/// How the decoder receives the encoder's activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Skips {
+    /// SiD2's Residual U-ViT: one residual skip per level, `h = up(h − after_down) + before_down`
+    /// (method.md §3.2).
+    #[default]
+    Levels,
+    /// The SiD U-ViT baseline (Hoogeboom et al. 2023, a U-Net's skips): every encoder block's
+    /// output is concatenated to the input of its mirror decoder block and projected back to the
+    /// level's width by a linear map, which starts as passing the skip through.
+    Blocks,
+}
+
 /// How attention is computed (the result is the same up to rounding).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +82,9 @@ pub struct UViTConfig {
     /// How the Transformer and temporal blocks' token-major linear layers are computed.
     #[serde(default, skip_serializing_if = "is_burn_linear")]
     pub linear: LinearImpl,
+    /// One residual skip per level (SiD2) or a concatenated skip per block (SiD's U-ViT).
+    #[serde(default, skip_serializing_if = "is_levels")]
+    pub skips: Skips,
     /// GroupNorm groups in ResBlocks.
     #[serde(default = "groups")]
     pub norm_groups: usize,
@@ -76,6 +93,9 @@ pub struct UViTConfig {
     pub num_classes: usize,
 }
 
+fn is_levels(s: &Skips) -> bool {
+    *s == Skips::Levels
+}
 fn is_burn_conv(c: &ConvImpl) -> bool {
     *c == ConvImpl::Burn
 }

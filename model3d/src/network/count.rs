@@ -3,7 +3,7 @@
 //! the usual transformer FLOP accounting (Kaplan et al. 2020, §2.1).
 
 use super::blocks::MLP_RATIO;
-use super::config::{BlockKind, UViTConfig};
+use super::config::{BlockKind, Skips, UViTConfig};
 
 /// What one forward pass of one clip costs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -88,6 +88,12 @@ pub fn cost(config: &UViTConfig, [frames, height, width]: [usize; 3]) -> Cost {
         level_blocks(i, 2 * config.blocks[i], &mut params, &mut macs);
         params += 9 * ch[i] * ch[i + 1] + ch[i + 1] + 9 * ch[i + 1] * ch[i];
         macs += (2 * 9 * ch[i] * ch[i + 1] * t * tokens(i + 1)) as f64;
+        if config.skips == Skips::Blocks {
+            // One [2C → C] skip merge per decoder block.
+            let merges = config.blocks[i] as u64;
+            params += merges * (2 * ch[i] * ch[i] + ch[i]);
+            macs += (merges * 2 * ch[i] * ch[i] * t * tokens(i)) as f64;
+        }
     }
     level_blocks(last, config.mid_blocks, &mut params, &mut macs);
     Cost { params, forward_flops: 2.0 * macs, attention_flops: 2.0 * attention_macs }

@@ -11,7 +11,7 @@ pub mod precision;
 mod rope;
 mod uvit;
 
-pub use config::{AttentionImpl, BlockKind, UViTConfig};
+pub use config::{AttentionImpl, BlockKind, Skips, UViTConfig};
 pub use blocks::conv3x3_layer;
 pub use conv::ConvImpl;
 pub use linear::LinearImpl;

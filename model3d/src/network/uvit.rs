@@ -1,12 +1,14 @@
 //! The Residual U-ViT (SiD2, method.md §3.2 and §6.2): one residual skip per level,
-//! `h = up(h − after_down) + before_down`, no per-block skips.
+//! `h = up(h − after_down) + before_down`, no per-block skips; or, as the baseline SiD2 compares
+//! against (`model.skips = "blocks"`), SiD's U-ViT with a concatenated skip per block.
 
-use burn::nn::Initializer;
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
 use super::blocks::{Downsample, ResBlock, TemporalBlock, TransformerBlock, Upsample, how};
-use super::config::{BlockKind, UViTConfig};
+use super::config::{BlockKind, Skips, UViTConfig};
 use super::conv::ConvImpl;
 use super::embedding::ConditionEmbedding;
 use super::patch;
@@ -70,6 +72,53 @@ impl LevelBlocks {
     }
 }
 
+impl LevelBlocks {
+    fn len(&self) -> usize {
+        self.res.len() + self.transformer.len()
+    }
+
+    /// Block `i` alone (with its temporal block), for per-block skips.
+    ///
+    /// # Shapes
+    /// - `h`: `[B·T, C, H, W]`, `emb`: `[B, T, E]`; returns the shape of `h`
+    fn forward_one(&self, i: usize, h: Tensor<4>, emb: &Tensor<3>, frames: usize) -> Tensor<4> {
+        let [n, c, height, width] = h.dims();
+        if let Some(block) = self.res.get(i) {
+            let [_, _, e] = emb.dims();
+            let h = block.forward(h, emb.clone().reshape([n, e]));
+            return match self.temporal.get(i) {
+                Some(temporal) => {
+                    let rope = Rope::temporal(c / temporal.heads, frames, &h.device());
+                    temporal.forward(h, emb.clone(), &rope)
+                }
+                None => h,
+            };
+        }
+        let block = &self.transformer[i];
+        let rope = Rope::new(c / block.heads, [frames, height, width], &h.device());
+        let tokens = h.reshape([n / frames, frames, c, height * width]).swap_dims(2, 3);
+        block.forward(tokens, emb.clone(), &rope).swap_dims(2, 3).reshape([n, c, height, width])
+    }
+}
+
+/// The linear map `[h, skip] → C` over channels that merges a skip into a decoder block's
+/// input, initialised as `[0 | I]` so that it passes the skip through: with zero-initialised
+/// residual branches the network is then the identity from patch embedding to un-embedding, as
+/// the Residual U-ViT is.
+fn skip_merge(c: usize, device: &Device) -> Linear {
+    let mut merge = LinearConfig::new(2 * c, c).with_initializer(Initializer::Zeros).init(device);
+    // burn stores a linear's weight as [d_in, d_out]: rows c..2c read the skip.
+    let weight = Tensor::cat(vec![Tensor::zeros([c, c], device), Tensor::eye(c, device)], 0);
+    merge.weight = Param::from_tensor(weight);
+    merge
+}
+
+/// `merge([h, skip])` over the channels of `[N, C, H, W]` tensors.
+fn merge_skip(merge: &Linear, h: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
+    let joined = Tensor::cat(vec![h, skip], 1).permute([0, 2, 3, 1]);
+    merge.forward(joined).permute([0, 3, 1, 2])
+}
+
 #[derive(Module, Debug)]
 pub struct EncoderLevel {
     pub blocks: LevelBlocks,
@@ -80,6 +129,8 @@ pub struct EncoderLevel {
 pub struct DecoderLevel {
     pub up: Upsample,
     pub blocks: LevelBlocks,
+    /// `model.skips = "blocks"`: one skip merge per block (else none).
+    pub merges: Vec<Linear>,
 }
 
 /// Residual U-ViT. Parameter names follow the architecture: `encoder.1.blocks.res.2.conv1`.
@@ -95,6 +146,8 @@ pub struct UViT {
     pub num_classes: usize,
     /// `model.conv = "matmul"`: the patch (un-)embedding as matmuls too (patch.rs).
     pub matmul_conv: bool,
+    /// `model.skips = "blocks"`: a concatenated skip per block instead of one per level.
+    pub block_skips: bool,
 }
 
 impl UViT {
@@ -115,6 +168,10 @@ impl UViT {
                 .map(|i| DecoderLevel {
                     up: Upsample::new(ch[i + 1], ch[i], config.conv, device),
                     blocks: LevelBlocks::new(config, i, config.blocks[i], device),
+                    merges: match config.skips {
+                        Skips::Levels => Vec::new(),
+                        Skips::Blocks => (0..config.blocks[i]).map(|_| skip_merge(ch[i], device)).collect(),
+                    },
                 })
                 .collect(),
             unpatch: ConvTranspose2dConfig::new([ch[0], config.in_channels], [p, p])
@@ -123,6 +180,7 @@ impl UViT {
                 .init(device),
             num_classes: config.num_classes,
             matmul_conv: config.conv == ConvImpl::Matmul,
+            block_skips: config.skips == Skips::Blocks,
         }
     }
 
@@ -150,7 +208,11 @@ impl UViT {
     ///
     /// # Shapes
     /// - `h`: `[B·T, C0, H/p, W/p]`, `emb`: `[B, T, E]`; returns the shape of `h`
-    pub fn body(&self, mut h: Tensor<4>, emb: &Tensor<3>, frames: usize) -> Tensor<4> {
+    pub fn body(&self, h: Tensor<4>, emb: &Tensor<3>, frames: usize) -> Tensor<4> {
+        if self.block_skips {
+            return self.body_with_block_skips(h, emb, frames);
+        }
+        let mut h = h;
         let mut skips = Vec::with_capacity(self.encoder.len());
         for level in &self.encoder {
             h = level.blocks.forward(h, emb, frames);
@@ -162,6 +224,30 @@ impl UViT {
         for (level, (before, after)) in self.decoder.iter().zip(skips).rev() {
             h = level.up.forward(h - after) + before;
             h = level.blocks.forward(h, emb, frames);
+        }
+        h
+    }
+
+    /// The SiD U-ViT body: each encoder block's output is a skip, taken in reverse order by
+    /// the mirror decoder blocks, `h = block(merge([h, skip]))`; the decoder level starts from
+    /// `up(h)` alone.
+    fn body_with_block_skips(&self, mut h: Tensor<4>, emb: &Tensor<3>, frames: usize) -> Tensor<4> {
+        let mut skips = Vec::new();
+        for level in &self.encoder {
+            let mut outputs = Vec::with_capacity(level.blocks.len());
+            for i in 0..level.blocks.len() {
+                h = level.blocks.forward_one(i, h, emb, frames);
+                outputs.push(h.clone());
+            }
+            h = level.down.forward(h);
+            skips.push(outputs);
+        }
+        h = self.mid.forward(h, emb, frames);
+        for (level, outputs) in self.decoder.iter().zip(skips).rev() {
+            h = level.up.forward(h);
+            for (i, skip) in outputs.into_iter().rev().enumerate() {
+                h = level.blocks.forward_one(i, merge_skip(&level.merges[i], h, skip), emb, frames);
+            }
         }
         h
     }

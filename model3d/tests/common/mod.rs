@@ -25,6 +25,7 @@ pub fn small_config(num_classes: usize) -> UViTConfig {
         attention: Default::default(),
         conv: Default::default(),
         linear: Default::default(),
+        skips: Default::default(),
         norm_groups: 8,
         num_classes,
     }

@@ -275,6 +275,7 @@ mod tests {
             attention: Default::default(),
             conv: Default::default(),
             linear: Default::default(),
+            skips: Default::default(),
             norm_groups: 8,
             num_classes: 3,
         };
