@@ -101,17 +101,34 @@ fn one_line(e: &clap::Error) -> String {
     format!("{first} {}", flags.join(", "))
 }
 
+/// After a stage recorded its output in a run's events, the run's report shows it: the stages
+/// record, the report reads, and neither calls the other.
+fn refresh_report(run: Option<std::path::PathBuf>) {
+    if let Some(run) = run.map(crate::run::RunDir::new).filter(|r| r.writable()) {
+        report::refresh(&run);
+    }
+}
+
 fn dispatch(command: Command, globals: &Globals) -> Result<()> {
     match command {
         Command::Prepare(args) => prepare::run(args, globals),
         Command::Train(args) => train::run(args, globals),
-        Command::Sample(args) => sample::run(args, globals),
+        Command::Sample(args) => {
+            let run = args.run.clone();
+            sample::run(args, globals).map(|()| refresh_report(Some(run)))
+        }
         Command::Encode(args) => encode::run(args, globals),
-        Command::Eval(args) => eval::run(args, globals),
+        Command::Eval(args) => {
+            let run = args.run.clone();
+            eval::run(args, globals).map(|()| refresh_report(run))
+        }
         Command::Report(args) => report::run(args, globals),
         Command::Export(args) => export::run(args, globals),
         Command::Ema(args) => ema::run(args, globals),
-        Command::Sweep(args) => sweep::run(args, globals),
+        Command::Sweep(args) => {
+            let run = args.run.clone();
+            sweep::run(args, globals).map(|()| refresh_report(Some(run)))
+        }
         Command::Judge(args) => judge::run(args, globals),
         Command::Info(args) => info::run(args, globals),
         Command::Bench(args) => bench::run(args, globals),

@@ -62,6 +62,7 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
     samples(&mut page, &events);
     evaluation(&mut page, &events);
     sweep(&mut page, &events);
+    judged(&mut page, &events);
     if let Some(config) = &config {
         let _ = write!(page.body, "<h2>Config</h2><pre>{}</pre>", escape(&config.to_toml()));
     }
@@ -267,6 +268,53 @@ fn sweep(page: &mut Page, events: &[Event]) {
         }
     };
     let _ = write!(page.body, "<h2>Sweep</h2><p>{} held-out clips, {} steps, seed {} (<code>{}</code>)</p><pre>{}</pre>", sweep.clips, sweep.steps, sweep.seed, escape(&path.display().to_string()), escape(&crate::sweep::table(&sweep)));
+}
+
+/// The judge's scores of each checkpoint's samples (`bench learn` on an image preset), read from
+/// its learn.json, with the real training images' ceiling and a chart.
+fn judged(page: &mut Page, events: &[Event]) {
+    let Some(Event::Judge { path, .. }) = events.iter().rev().find(|e| matches!(e, Event::Judge { .. })) else { return };
+    let learn: serde_json::Value = match std::fs::read_to_string(path).map_err(anyhow::Error::from).and_then(|t| Ok(serde_json::from_str(&t)?)) {
+        Ok(v) => v,
+        Err(e) => {
+            page.missing.push(format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    let number = |v: &serde_json::Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
+    let accuracy = learn["judge"]["test_accuracy"].as_f64().map_or("unmeasured".to_owned(), |a| format!("{:.1} %", 100.0 * a));
+    let _ = write!(
+        page.body,
+        "<h2>Judge</h2><p>{} images per class from each checkpoint, scored by the judge <code>{}</code> (test accuracy {accuracy}; chance {:.1} %) against the test images (<code>{}</code>). judge-FD is the Fréchet distance in the judge's features, not FID.</p>\
+         <table><tr><th>samples seen</th><th>class accuracy</th><th>judge-FD</th><th>precision</th><th>recall</th></tr>",
+        learn["per_class"],
+        escape(learn["judge"]["path"].as_str().unwrap_or("?")),
+        100.0 * number(&learn, "chance"),
+        escape(&path.display().to_string())
+    );
+    let row = |name: String, s: &serde_json::Value| format!("<tr><td>{name}</td><td>{:.1} %</td><td>{:.2}</td><td>{:.3}</td><td>{:.3}</td></tr>", 100.0 * number(s, "class_accuracy"), number(s, "judge_fd"), number(s, "precision"), number(s, "recall"));
+    let checkpoints = learn["checkpoints"].as_array().cloned().unwrap_or_default();
+    for c in &checkpoints {
+        page.body += &row(c["samples"].to_string(), &c["scores"]);
+    }
+    page.body += &row("real training images".into(), &learn["ceiling"]);
+    page.body += "</table>";
+    let series = |key: &'static str| Series { name: key.replace('_', " "), points: checkpoints.iter().map(|c| (number(c, "samples"), number(&c["scores"], key))).collect() };
+    let chart = Chart { title: "judge scores of each checkpoint's samples".into(), x_label: "samples seen".into(), y_label: "fraction".into(), log_y: false, series: vec![series("class_accuracy"), series("precision"), series("recall")] };
+    match svg(&chart, (640, 320)) {
+        Ok(svg) => {
+            let _ = write!(page.body, "<div class=\"chart\">{svg}</div>");
+        }
+        Err(e) => page.missing.push(format!("judge chart: {e:#}")),
+    }
+    // The last checkpoint's class grid and the real one, written beside learn.json.
+    page.body += "<div class=\"media\">";
+    for file in ["samples.png", "real.png"] {
+        if let Ok(bytes) = std::fs::read(path.with_file_name(file)) {
+            let _ = write!(page.body, "<figure><img class=\"strip\" alt=\"{file}\" src=\"data:image/png;base64,{}\"><figcaption>{file}</figcaption></figure>", base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+    }
+    page.body += "</div>";
 }
 
 /// Text made safe inside HTML.

@@ -154,7 +154,6 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         let path = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
         let weights = std::path::absolute(&weights).unwrap_or(weights);
         run.record(&Event::Samples { unix_s: events::now(), path, clips: generated.len(), weights, steps: config.sample.steps })?;
-        crate::report::refresh(&run);
     }
     Ok(())
 }

