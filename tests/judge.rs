@@ -51,7 +51,7 @@ fn a_short_training_beats_chance_and_its_distance_tells_real_from_noise() {
     let real_table = score(&first_shard(&train));
     let noise_table = score(&noise);
     let (real, noisy) = (row(&real_table, "samples"), row(&noise_table, "samples"));
-    assert_eq!((real[0], noisy[0]), (120.0, 120.0));
+    assert_eq!((real[0], noisy[0]), (360.0, 120.0), "every training image, and the noise");
     assert!(noisy[2] > 5.0 * real[2], "judge-FD of noise {} against real {}:\n{real_table}\n{noise_table}", noisy[2], real[2]);
     assert!(real[1] > 50.0 && noisy[3] < real[3], "real images are classified and precise:\n{real_table}\n{noise_table}");
     // The ceiling row: as many real training images as samples.
@@ -93,7 +93,8 @@ fn bench_learn_on_images_judges_every_checkpoint_and_sweep_scores_guidance() {
     let (train_images, test_images) = cifar10(tmp.path(), &CLASSES, 24);
     let out = tmp.path().join("learn");
     let tiny = ["--set", "model.num_classes=3", "--set", "train.total_samples=64", "--set", "train.checkpoint_every=32", "--set", "sample.steps=4"];
-    let mut args = vec!["bench", "learn", "--config", s(&preset("tiny_image.toml")), "--train-images", s(&train_images), "--heldout-images", s(&test_images), "--out", s(&out), "--per-class", "4", "--judge-epochs", "1"];
+    let config = preset("tiny_image.toml");
+    let mut args = vec!["bench", "learn", "--config", s(&config), "--train-images", s(&train_images), "--heldout-images", s(&test_images), "--out", s(&out), "--per-class", "4", "--judge-epochs", "1"];
     args.extend(tiny);
     ok(&args);
     let learn: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("learn.json")).unwrap()).unwrap();

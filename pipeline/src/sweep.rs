@@ -23,7 +23,6 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use model3d::GuidanceInterval;
 use serde::{Deserialize, Serialize};
-use video_io::clips::Clips;
 
 use crate::config::RunConfig;
 use crate::eval::{compare, write_json};
@@ -199,7 +198,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         // `--count` images of each class the run and the judge know.
         Some((judge, _)) => {
             let classes = config.model.num_classes.min(judge.card.shape.classes.len()).max(1) as i64;
-            (Clips::concat(&[]), (0..classes).flat_map(|c| std::iter::repeat_n(c, args.count as usize)).collect::<Vec<i64>>())
+            (data.clips(0..0), (0..classes).flat_map(|c| std::iter::repeat_n(c, args.count as usize)).collect::<Vec<i64>>())
         }
         None => {
             let real = data.clips(0..(args.count as usize).min(data.len()));
