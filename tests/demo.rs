@@ -24,4 +24,19 @@ fn the_demo_runs_from_any_folder() {
     assert_eq!((strip.width(), strip.height()), (16 * 16 * 4, 2 * 16 * 4), "two rows of 16 frames, upscaled 4x");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(samples.join("eval.json")).unwrap()).unwrap();
     assert_eq!(report["per_frame"].as_array().unwrap().len(), 11);
+    let page = std::fs::read_to_string(out.join("run/report.html")).unwrap();
+    assert!(page.contains("<h2>Evaluation</h2>") && page.contains("<h2>Newest samples</h2>"), "the demo's evaluation and samples reach its report");
+}
+
+#[test]
+fn the_image_demo_draws_every_cifar10_class_from_the_bundled_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let output = sid2().current_dir(tmp.path()).args(["demo", "--images", "--out", s(&out), "--count", "2", "--set", "sample.steps=4"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.starts_with("20 CIFAR-10 images (2 per class"), "{stdout}");
+    // Ten rows (one per class) of two 3x-upscaled 32x32 images, a name column before them.
+    let grid = image::open(out.join("images/samples.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (104 + 2 * (96 + 2) + 2, 2 + 10 * (96 + 2)));
 }

@@ -40,7 +40,10 @@ fn two_class_images_to_a_png_grid() {
     let skipped: usize = stdout.split(", ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
     assert!(skipped > 0 && skipped < 8, "{stdout}");
     let grid = image::open(out.join("samples.png")).unwrap();
-    assert_eq!((grid.width(), grid.height()), (2 * 32, 2 * 32));
+    // One row per class, named from the run's classes.txt: a 104-pixel name column, then two
+    // 2x-upscaled 16x16 images with 2-pixel gaps.
+    assert_eq!((grid.width(), grid.height()), (104 + 2 * (32 + 2) + 2, 2 + 2 * (32 + 2)));
+    assert_eq!(std::fs::read_to_string(run.join("classes.txt")).unwrap(), "first_half\nsecond_half\n");
 
     // Conditioning labels outside the run's classes are refused before anything is written.
     std::fs::create_dir_all(images.join("third")).unwrap();

@@ -48,11 +48,18 @@ pub struct Args {
     /// e.g. `--set train.total_samples=960`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Instead: class-conditional CIFAR-10 images from the bundled image weights, --count per
+    /// class, in seconds (into OUT/images).
+    #[arg(long)]
+    pub images: bool,
 }
 
 /// Bundled clips and weights → prepare → fine-tune → predict held-out clips → MP4s, PNG strips,
 /// PSNR/SSIM against repeating the last context frame, the run report.
 pub fn run(args: Args, globals: &Globals) -> Result<()> {
+    if args.images {
+        return crate::demo_images::run(&args.out, args.count as usize, &args.overrides, globals);
+    }
     if !video_io::FFMPEG {
         bail!(video_io::NO_FFMPEG);
     }
@@ -134,6 +141,8 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         long.per_frame.last().map_or(t, |q| q.frame + 1),
         rollout.join("clip-000.mp4").display()
     );
+    // The stages record what they wrote in the run's events; the report shows them.
+    crate::report::refresh(&RunDir::new(&run));
     println!("run report: {}", RunDir::new(&run).report_path().display());
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod class_grid;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod demo_images;
 pub mod ema;
 pub mod encode;
 pub mod eval;
