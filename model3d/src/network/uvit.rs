@@ -113,10 +113,16 @@ fn skip_merge(c: usize, device: &Device) -> Linear {
     merge
 }
 
-/// `merge([h, skip])` over the channels of `[N, C, H, W]` tensors.
+/// `merge([h, skip])` over the channels of `[N, C, H, W]` tensors, as one 2-D matmul
+/// `[N·H·W, 2C] · W [2C, C]` (a broadcast batched matmul takes burn-flex's slow path).
 fn merge_skip(merge: &Linear, h: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
-    let joined = Tensor::cat(vec![h, skip], 1).permute([0, 2, 3, 1]);
-    merge.forward(joined).permute([0, 3, 1, 2])
+    let [n, c, height, width] = h.dims();
+    let rows = Tensor::cat(vec![h, skip], 1).permute([0, 2, 3, 1]).reshape([n * height * width, 2 * c]);
+    let mut out = rows.matmul(merge.weight.val()); // [N·H·W, C]
+    if let Some(bias) = &merge.bias {
+        out = out + bias.val().unsqueeze_dim::<2>(0);
+    }
+    out.reshape([n, height, width, c]).permute([0, 3, 1, 2])
 }
 
 #[derive(Module, Debug)]
