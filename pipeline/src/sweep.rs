@@ -326,7 +326,7 @@ fn parse_interval(s: &str, run: Option<(f64, f64)>) -> Result<Option<(f64, f64)>
 }
 
 fn interval_words(i: Option<(f64, f64)>) -> String {
-    i.map_or_else(|| "every step".to_owned(), |(a, b)| format!("λ in [{a}, {b})"))
+    i.map_or_else(|| "every step".to_owned(), |(a, b)| format!("λ in [{a:.2}, {b:.2})"))
 }
 
 /// The weights of a row: from the newest checkpoint, or rebuilt from snapshots into `out/weights`.

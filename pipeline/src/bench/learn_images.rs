@@ -41,6 +41,7 @@ pub struct ImageLearnReport {
     pub samples: u64,
     pub train_images: usize,
     pub heldout_images: usize,
+    /// Seconds of training, over every call that trained the run.
     pub train_s: f64,
     pub samples_per_s: f64,
     /// `(samples, validation loss, validation v-MSE)` after each validation.
@@ -156,7 +157,8 @@ pub fn run(args: LearnArgs, globals: &Globals) -> Result<ImageLearnReport> {
         samples: summary.samples_seen,
         train_images: train_set.0.len(),
         heldout_images: heldout_set.0.len(),
-        train_s,
+        // Over every call that trained the run (a resumed run's metrics keep counting).
+        train_s: read_train(&run.metrics_path())?.last().map_or(train_s, |r| r.elapsed_s),
         samples_per_s: read_train(&run.metrics_path())?.last().map_or(0.0, |r| r.samples_per_s),
         val_curve: read_val(&run.metrics_path())?.iter().map(|v| (v.samples, v.loss, v.v_mse)).collect(),
         judge: JudgeSummary { path: judge.path.display().to_string(), params: judge.card.params, test_accuracy: judge.card.test_accuracy, epochs: judge.card.history.len() },
