@@ -380,6 +380,12 @@ fn truncated_jpeg(bytes: &[u8]) -> Option<String> {
 }
 
 /// Reads a prepared data set: every shard verified, records addressed by one global index.
+/// `n` indices (at most `len`) spread evenly over `0..len`: `⌊i · len / n⌋`.
+pub fn spread(n: usize, len: usize) -> Vec<usize> {
+    let n = n.min(len);
+    (0..n).map(|i| i * len / n).collect()
+}
+
 pub struct ShardDataset {
     pub manifest: Manifest,
     shards: Vec<Shard>,
@@ -435,5 +441,11 @@ impl ShardDataset {
     /// Records `range` as host clips.
     pub fn clips(&self, range: std::ops::Range<usize>) -> Clips {
         Clips::from_records(self.layout(), range.map(|i| self.get(i).0))
+    }
+
+    /// `n` records (at most all of them) spread evenly over the data set, as host clips: a
+    /// data set prepared class by class gives every class its share.
+    pub fn spread(&self, n: usize) -> Clips {
+        Clips::from_records(self.layout(), spread(n, self.len()).into_iter().map(|i| self.get(i).0))
     }
 }

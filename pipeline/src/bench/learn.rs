@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use video_io::clips::Clips;
 
 use crate::config::RunConfig;
 use crate::encode::{MediaArgs, write_media};
@@ -132,9 +131,8 @@ pub fn run(args: LearnArgs, globals: &Globals) -> Result<LearnReport> {
     let config = summary.config.clone();
     let train_s = started.elapsed().as_secs_f64();
     let heldout = open_data(&heldout_data, &config)?;
-    let n = (args.count as usize).min(heldout.len());
-    let picks: Vec<usize> = (0..n).map(|i| i * heldout.len() / n).collect();
-    let real = Clips::concat(&picks.iter().map(|&i| heldout.clips(i..i + 1)).collect::<Vec<_>>());
+    let real = heldout.spread(args.count as usize);
+    let n = real.len();
     let (model, _) = run.load_model(&config, Weights::Default, &device)?;
     let steps = if args.steps.is_empty() { vec![config.sample.steps] } else { args.steps.iter().map(|&s| s as usize).collect() };
     let samplers = if args.samplers.is_empty() { vec![config.sample.kind] } else { args.samplers.iter().map(|s| s.kind()).collect() };

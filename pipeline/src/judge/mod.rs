@@ -23,7 +23,7 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use ndarray::{Array2, ArrayView4, Axis};
 use serde::{Deserialize, Serialize};
 use video_io::clips::Clips;
-use video_io::prepare::ShardDataset;
+use video_io::prepare::{ShardDataset, spread};
 use video_io::shard::{RecordLayout, Shard};
 
 use crate::eval::frechet::{Gaussian, frechet_distance};
@@ -250,7 +250,7 @@ pub fn train_and_save(data: &(ShardDataset, Vec<String>), test: Option<&(ShardDa
     }
     let mut images = Images::load(data);
     if let Some(limit) = plan.limit.filter(|&l| l < images.len()) {
-        let picks: Vec<usize> = (0..limit).map(|i| i * images.len() / limit).collect();
+        let picks = spread(limit, images.len());
         images = Images { pixels: images.pixels.select(Axis(0), &picks), labels: picks.iter().map(|&i| images.labels[i]).collect() };
     }
     let test_images = test.map(|(t, _)| Images::load(t));
@@ -340,9 +340,8 @@ impl Reference {
     /// `n` of the reference's feature rows, spread evenly over it.
     fn rows(&self, n: usize) -> Array2<f32> {
         let total = self.seen.classes.len();
-        let n = n.min(total);
         let all = Array2::from_shape_vec((total, self.seen.dim), self.seen.features.clone()).expect("rows of dim features");
-        all.select(Axis(0), &(0..n).map(|i| i * total / n).collect::<Vec<_>>())
+        all.select(Axis(0), &spread(n, total))
     }
 }
 
@@ -402,9 +401,7 @@ fn score(args: &ScoreArgs, globals: &Globals) -> Result<Report> {
 
 /// The scores of `n` real images of `data` spread evenly over it, with their true labels.
 pub fn ceiling_scores(judge: &Loaded, data: &ShardDataset, n: usize, reference: &Reference, device: &Device) -> Result<Scores> {
-    let n = n.min(data.len());
-    let picks: Vec<usize> = (0..n).map(|i| i * data.len() / n).collect();
-    let clips = Clips::concat(&picks.iter().map(|&i| data.clips(i..i + 1)).collect::<Vec<_>>());
+    let clips = data.spread(n);
     let labels: Vec<usize> = clips.labels.iter().map(|&l| l as usize).collect();
     scores(judge, frames(&clips), &labels, reference, device)
 }

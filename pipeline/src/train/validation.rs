@@ -10,7 +10,6 @@ use burn::tensor::DType;
 use model3d::network::compute_copy;
 use model3d::philox::Stream;
 use model3d::{Diffusion, Precision, UViT};
-use video_io::clips::Clips;
 use video_io::prepare::ShardDataset;
 
 use super::trainer::Trainer;
@@ -34,8 +33,7 @@ pub struct Validation {
 
 impl Validation {
     pub fn new(data: &ShardDataset, config: &RunConfig, device: &Device) -> Result<Self> {
-        let n = config.train.val_clips.min(data.len());
-        let clips = Clips::concat(&(0..n).map(|i| i * data.len() / n).map(|i| data.clips(i..i + 1)).collect::<Vec<_>>());
+        let clips = data.spread(config.train.val_clips);
         Ok(Self {
             clips: clips_to_tensor(&clips, device),
             labels: clips.labels.iter().map(|&l| l as i64).collect(),
