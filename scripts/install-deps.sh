@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages sid2 builds against, when missing (Debian/Ubuntu):
 # FFmpeg development libraries, clang/libclang (bindgen), pkg-config, and the ffmpeg/ffprobe
-# command-line tools the tests compare against, and Chromium, in which a test opens a run report.
+# command-line tools the tests compare against, Chromium, in which a test opens a run report, and
+# the Vulkan loader with Mesa's software driver (lavapipe), on which the wgpu tests run the GPU
+# code path without a GPU.
 set -euo pipefail
 packages=(libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
-          libavfilter-dev libavdevice-dev pkg-config clang libclang-dev ffmpeg chromium)
+          libavfilter-dev libavdevice-dev pkg-config clang libclang-dev ffmpeg chromium
+          libvulkan1 mesa-vulkan-drivers)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

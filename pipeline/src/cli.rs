@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
-use crate::globals::{Backend, Globals};
+use crate::globals::{Autotune, Backend, Globals};
 use crate::train::interrupt::Interrupted;
 use crate::{bench, demo, ema, encode, eval, export, info, judge, prepare, report, sample, sweep, train};
 
@@ -18,6 +18,10 @@ struct Cli {
     /// Where the network runs.
     #[arg(long, value_enum, default_value_t = Backend::Cpu, global = true)]
     device: Backend,
+    /// How hard the GPU backends' autotuner searches on each new shape [default: minimal, or
+    /// CUBECL_AUTOTUNE_LEVEL]; builds without autotuning (`cuda-untuned`, `wgpu-untuned`) ignore it.
+    #[arg(long, value_enum, global = true)]
+    autotune: Option<Autotune>,
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -70,9 +74,11 @@ pub fn main() -> ExitCode {
         }
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| if cli.verbose { "info".into() } else { "warn".into() });
+    // wgpu probes OpenGL beside Vulkan and logs its failure as an error even when Vulkan serves.
+    let filter = format!("{filter},wgpu_hal::gles=off");
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
-    let globals = Globals { backend: cli.device, progress: !cli.quiet };
+    let globals = Globals { backend: cli.device, progress: !cli.quiet, autotune: cli.autotune };
     match dispatch(cli.command, &globals) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Interrupted>() {

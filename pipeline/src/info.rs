@@ -22,13 +22,14 @@ pub struct Args {
     pub overrides: Vec<String>,
 }
 
-pub fn run(args: Args, _globals: &Globals) -> Result<()> {
+pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let config = match (&args.config, &args.run) {
         (Some(c), _) => RunConfig::load(c, &args.overrides)?,
         (_, Some(r)) => RunConfig::parse(&RunDir::new(r).load_config()?.to_toml(), &args.overrides).with_context(|| format!("--set on run {}", r.display()))?,
         _ => bail!("give --config or --run"),
     };
     print!("{}", describe(&config));
+    println!("# device: {}", globals.device_name()?);
     Ok(())
 }
 

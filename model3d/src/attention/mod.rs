@@ -56,7 +56,7 @@ pub fn decomposed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 fn uses_own_kernels(device: &Device) -> bool {
     match device.clone().inner().as_dispatch() {
         DispatchDevice::Flex(_) => true,
-        #[cfg(feature = "cuda")]
+        #[cfg(feature = "cube")]
         DispatchDevice::Cube(_) => device.is_autodiff(),
         _ => false,
     }
@@ -81,7 +81,7 @@ pub struct Saved<B: Backend> {
     pub scale: f32,
 }
 
-#[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cuda"))]
+#[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cube"))]
 pub trait FlashAttentionBackend: Backend {
     /// `softmax(scale · q kᵀ) v` for `[B, H, N, D]` tensors.
     fn flash_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
@@ -93,7 +93,7 @@ impl FlashAttentionBackend for Flex {
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cube")]
 impl FlashAttentionBackend for burn::backend::Cube {
     fn flash_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
         Self::flash_forward(q, k, v, scale).0
@@ -202,7 +202,7 @@ impl FlashKernels for Flex {
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cube")]
 impl FlashKernels for burn::backend::Cube {
     fn flash_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let [q, k, v] = [q, k, v].map(Tensor::<4>::from_primitive::<Self>);

@@ -172,8 +172,8 @@ pub fn train(job: &Job<'_>, globals: &Globals) -> Result<TrainSummary> {
         }
     };
     interrupt::install();
-    let backend = if device.clone().inner() == Device::flex() { "CPU (burn-flex)" } else { "GPU (burn-cuda)" };
-    job.run.record(&Event::Train { unix_s: events::now(), samples: state.samples_seen, backend: backend.into(), hardware: events::hardware(), commit: events::commit() })?;
+    let backend = globals.device_name()?;
+    job.run.record(&Event::Train { unix_s: events::now(), samples: state.samples_seen, backend, hardware: events::hardware(), commit: events::commit() })?;
     let mut loader = Loader::start(Arc::new(data), tc.batch_size, state.samples_seen, tc.seed, tc.flip)?;
     let bar = globals.bar(tc.total_samples, "train {bar:25} {pos}/{len} samples  ETA {eta}  {msg}");
     bar.set_position(state.samples_seen);
