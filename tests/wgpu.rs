@@ -7,7 +7,7 @@
 //! Built only with `--features wgpu` (the README's test command builds it); it needs a Vulkan
 //! adapter, a GPU or lavapipe (`scripts/install-deps.sh` installs Debian's `mesa-vulkan-drivers`).
 //! lavapipe has no bf16 (Vulkan 1.3 with f16 only, docs/wgpu.md), so everything here runs in f32.
-#![cfg(feature = "wgpu")]
+#![cfg(any(feature = "wgpu", feature = "wgpu-untuned"))]
 
 mod common;
 
