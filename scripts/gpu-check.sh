@@ -203,7 +203,12 @@ for v in "${variants[@]}"; do
     probe $v matmul-skewed bf16
 done
 
-# 5. The rest, as the budget allows: the image preset, the stock build's training, every probe.
+# 5. The rest, as the budget allows: a cold start's kernels, tuned shapes and warm-up seconds per
+#    autotune level (sid2's default, minimal, against cubecl's, balanced; no cache read), the image
+#    preset, the stock build's training, every probe.
+for level in minimal balanced; do
+    stage "tune-$level-$best-k600_64" $train_limit bash scripts/kernel-counts.sh $B "${device[1]:-cpu}" "${k600[@]}" --autotune $level
+done
 stage "train-$best-imagenet256" $train_limit $B --quiet "${device[@]}" bench train "${image[@]}" --warmup 2 --steps $steps
 stage peak-f32 45 $B --quiet "${device[@]}" bench matmul --n $matmul_n --reps 10 --dtype f32
 for v in "${variants[@]}"; do

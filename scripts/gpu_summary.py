@@ -37,6 +37,8 @@ for r in rows:
     elif isinstance(o, dict) and "achieved_tflops" in o:
         mfu = f", MFU {100 * o['achieved_tflops'] / peak:.1f} % of the measured bf16 peak" if peak else ""
         numbers = f"{o['samples_per_s']:.2f} samples/s, warm-up {o['warmup_s']:.1f} s, {o['achieved_tflops']:.3f} TFLOP/s{mfu}, peak RSS {o['peak_rss_mib']:.0f} MiB"
+    elif isinstance(o, dict) and "shapes_tuned" in o:
+        numbers = f"{o['kernels_compiled']} kernels compiled ({o['distinct_kernels']} distinct), {o['shapes_tuned']} shapes tuned {o['tuned_by_kind']}, warm-up {o['warmup_s']} s, step {o['step_s']} s"
     elif isinstance(o, dict) and "samples_per_s" in o:
         numbers = f"{o['samples_per_s']:.2f} samples/s (torch {o['torch']}, {o['device']}, compile {o['compile']}), peak reserved {o.get('peak_reserved_mib')} MiB"
     elif name == "real-train":
