@@ -5,9 +5,13 @@ mod common;
 
 use std::path::Path;
 
+use burn::prelude::*;
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use common::{cifar10, fails, ok, preset, s};
 use ndarray::Array5;
+use pipeline::eval::features::FidInception;
 use video_io::clips::Clips;
+use video_io::shard::Shard;
 
 const CLASSES: [&str; 3] = ["airplane", "frog", "ship"];
 
@@ -87,6 +91,18 @@ fn a_short_training_beats_chance_and_its_distance_tells_real_from_noise() {
     assert!(err.contains("--data") && err.contains("no labels"), "{err}");
 }
 
+/// Adds the 1008-way classifier pytorch-fid's file holds beside the features (FID never uses it).
+fn with_fid_head(path: &Path) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let zeros = vec![0u8; 1008 * 2048 * 4];
+    let mut tensors: Vec<(String, TensorView)> = file.tensors();
+    tensors.push(("fc.weight".into(), TensorView::new(Dtype::F32, vec![1008, 2048], &zeros).unwrap()));
+    tensors.push(("fc.bias".into(), TensorView::new(Dtype::F32, vec![1008], &zeros[..1008 * 4]).unwrap()));
+    safetensors::serialize_to_file(tensors, None, path).unwrap();
+}
+
 #[test]
 fn bench_learn_on_images_judges_every_checkpoint_and_sweep_scores_guidance() {
     let tmp = tempfile::tempdir().unwrap();
@@ -129,5 +145,29 @@ fn bench_learn_on_images_judges_every_checkpoint_and_sweep_scores_guidance() {
     assert!(passes(3.0, false) < passes(3.0, true), "the interval skips unconditional passes");
     assert!(sweep.join("sweep-judge-fd.png").exists());
     let err = fails(&["sweep", "--run", s(&run), "--data", s(&out.join("data-heldout")), "--guidance", "1,3"]);
-    assert!(err.contains("--judge"), "{err}");
+    assert!(err.contains("--judge") && err.contains("--inception"), "{err}");
+
+    // Without a judge, Inception weights score every cell by FID against as many real images.
+    // The weights are the network's own initialisation (what FID's values mean is tested in
+    // tests/fidelity.rs); here it is the sweep that is under test.
+    let inception = tmp.path().join("inception.safetensors");
+    let mut store = SafetensorsStore::from_file(&inception).with_to_adapter(BurnToPyTorchAdapter);
+    FidInception::new(&Device::flex()).save_into(&mut store).unwrap();
+    with_fid_head(&inception);
+    let (fid_sweep, heldout) = (tmp.path().join("sweep-fid"), out.join("data-heldout"));
+    let fid_args = ["sweep", "--run", s(&run), "--data", s(&heldout), "--inception", s(&inception), "--guidance", "1,3", "--count", "2", "--steps", "2", "--out", s(&fid_sweep)];
+    let printed = String::from_utf8_lossy(&ok(&fid_args).stdout).into_owned();
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fid_sweep.join("sweep.json")).unwrap()).unwrap();
+    let fids: Vec<f64> = result["cells"].as_array().unwrap().iter().map(|c| c["fid"].as_f64().unwrap()).collect();
+    assert!(fids.len() == 2 && fids.iter().all(|f| f.is_finite() && *f >= 0.0) && fids[0] != fids[1], "{result}");
+    let lowest = if fids[0] < fids[1] { 0 } else { 1 };
+    assert_eq!(result["best"], lowest, "the best cell has the lowest FID");
+    assert!(printed.contains("FID") && printed.contains("<- best"), "{printed}");
+    assert_eq!(Clips::read(&Shard::open(&fid_sweep.join("real.bin")).unwrap()).len(), 6, "2 real images per class");
+    assert!(fid_sweep.join("sweep-fid.png").exists());
+    // Run again: every cell is done, and the same scores come back.
+    let again = String::from_utf8_lossy(&ok(&fid_args).stdout).into_owned();
+    assert!(again.contains("2 of 2 cells already done") && again.contains(&format!("{:.2}", fids[0])), "{again}");
+    let err = fails(&["sweep", "--run", s(&run), "--data", s(&out.join("data-heldout")), "--inception", s(&inception), "--judge", s(&out.join("judge.safetensors"))]);
+    assert!(err.contains("--inception") && err.contains("--judge"), "{err}");
 }

@@ -5,13 +5,17 @@
 //! scored against the real continuation and against repeating the last context frame. Image runs
 //! given `--judge` sample `--count` images per class in every cell, with the same noise, and
 //! are scored by the judge against the `--data` images (class accuracy, judge-FD, precision,
-//! recall; the best cell has the lowest judge-FD); without a judge they are scored by the
-//! held-out loss alone, so their grid has one guidance setting. Each finished cell is saved on its own, so a sweep that was stopped
-//! continues with the cells not yet done.
+//! recall; the best cell has the lowest judge-FD); given `--inception` instead, by FID against as
+//! many `--data` images spread over the set (the best cell has the lowest FID); with neither,
+//! by the held-out loss alone, so their grid has one guidance setting. Each finished cell is
+//! saved on its own, so a sweep that was stopped continues with the cells not yet done.
 //!
 //! ```text
 //! OUT/ (default RUN/sweep/)
 //!   cells/<cell>.json      one finished cell's settings and scores
+//!   cells/<cell>.bin       its images, with --inception (FID reads shards)
+//!   real.bin               the real images FID compares with (their Inception statistics are
+//!                          cached beside it)
 //!   weights/sigma-S.safetensors   power-EMA widths rebuilt for the sweep
 //!   sweep.json             every cell, the baseline and the best cell
 //!   sweep-psnr.png, sweep-moving-psnr.png, sweep-ssim.png   one heat map per score
@@ -25,6 +29,7 @@ use model3d::GuidanceInterval;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
+use crate::eval::fidelity::{self, Metric};
 use crate::eval::{compare, write_json};
 use crate::globals::Globals;
 use crate::judge::{self, Reference, Scores};
@@ -34,6 +39,7 @@ use crate::run::{RunDir, Weights};
 use crate::sample::generate;
 use crate::train::open_data;
 use crate::train::validation::Validation;
+use video_io::shard::Shard;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -73,6 +79,10 @@ pub struct Args {
     /// Image runs: score every cell with this judge (`sid2 judge train`) against --data.
     #[arg(long)]
     pub judge: Option<PathBuf>,
+    /// Image runs without a judge: score every cell by FID with these Inception-v3 weights
+    /// (pytorch-fid's pt_inception-2015-12-05-6726825d.pth) against --data.
+    #[arg(long, conflicts_with = "judge")]
+    pub inception: Option<PathBuf>,
 }
 
 /// The weights of a row.
@@ -129,6 +139,9 @@ pub struct Cell {
     /// Image runs with a judge: its scores of the cell's images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judged: Option<Scores>,
+    /// Image runs with `--inception`: FID of the cell's images against the real ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fid: Option<f64>,
     /// Network passes per sample, and the unconditional ones the guidance interval saved.
     #[serde(default)]
     pub network_passes: usize,
@@ -150,7 +163,8 @@ pub struct Sweep {
     pub steps: usize,
     pub seed: u64,
     pub cells: Vec<Cell>,
-    /// Index into `cells` of the best PSNR (video), or of the lowest held-out loss (images).
+    /// Index into `cells` of the best PSNR (video), or for images of the lowest judge-FD, FID or
+    /// else held-out loss.
     pub best: usize,
     /// Repeating the last context frame, the same for every cell (video runs).
     pub last_frame_psnr_db: Option<f64>,
@@ -170,11 +184,13 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     }
     let run_interval = base.sample.interval.map(|i| i.logsnr_range());
     let intervals: Vec<Option<(f64, f64)>> = if args.interval.is_empty() { vec![run_interval] } else { args.interval.iter().map(|s| parse_interval(s, run_interval)).collect::<Result<_>>()? };
-    if !video && args.judge.is_none() && guidance.len() * intervals.len() > 1 {
-        bail!("--guidance/--interval: without --judge an image run is scored by its held-out loss, which guidance does not change; give one setting, or a judge (`sid2 judge train`)");
+    if !video && args.judge.is_none() && args.inception.is_none() && guidance.len() * intervals.len() > 1 {
+        bail!("--guidance/--interval: without --judge or --inception an image run is scored by its held-out loss, which guidance does not change; give one setting, a judge (`sid2 judge train`) or Inception weights");
     }
-    if video && args.judge.is_some() {
-        bail!("--judge: scores images; this run predicts video (diffusion.context_frames > 0)");
+    for (flag, given) in [("--judge", args.judge.is_some()), ("--inception", args.inception.is_some())] {
+        if video && given {
+            bail!("{flag}: scores images; this run predicts video (diffusion.context_frames > 0)");
+        }
     }
     let out = args.out.clone().unwrap_or_else(|| run.path().join("sweep"));
     let mut config = base.clone();
@@ -194,13 +210,20 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         }
         None => None,
     };
-    let (real, labels) = match &judged {
+    let inception = match &args.inception {
+        Some(path) => Some(fidelity::load(Metric::Fid, path, &device)?),
+        None => None,
+    };
+    let per_class = |classes: usize| (0..classes.max(1) as i64).flat_map(|c| std::iter::repeat_n(c, args.count as usize)).collect::<Vec<i64>>();
+    let (real, labels) = match (&judged, &inception) {
         // `--count` images of each class the run and the judge know.
-        Some((judge, _)) => {
-            let classes = config.model.num_classes.min(judge.card.shape.classes.len()).max(1) as i64;
-            (data.clips(0..0), (0..classes).flat_map(|c| std::iter::repeat_n(c, args.count as usize)).collect::<Vec<i64>>())
+        (Some((judge, _)), _) => (data.clips(0..0), per_class(config.model.num_classes.min(judge.card.shape.classes.len()))),
+        // As many real images as each cell makes, spread over --data.
+        (None, Some(_)) => {
+            let labels = per_class(config.model.num_classes);
+            (data.spread(labels.len()), labels)
         }
-        None => {
+        (None, None) => {
             let real = data.clips(0..(args.count as usize).min(data.len()));
             let labels = real.labels.iter().map(|&l| if config.model.num_classes == 0 { 0 } else { l as i64 }).collect();
             (real, labels)
@@ -213,6 +236,14 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         }
     }
     std::fs::create_dir_all(out.join("cells")).with_context(|| format!("cannot create {}", out.display()))?;
+    let real_images = out.join("real.bin");
+    let fid = match inception {
+        Some((net, crc)) => {
+            real.write(&real_images)?;
+            Some((net, crc, Shard::open(&real_images)?))
+        }
+        None => None,
+    };
     let done = |c: &(Row, f64, Option<(f64, f64)>)| out.join("cells").join(format!("{}.json", Cell::id(&c.0, c.1, c.2)));
     let todo = cells.iter().filter(|c| !done(c).exists()).count();
     if todo < cells.len() {
@@ -232,8 +263,8 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         c.sample.guidance = *g;
         c.sample.interval = interval.map(|(min, max)| GuidanceInterval::Logsnr { min, max });
         bar.set_message(Cell::id(row, *g, *interval));
-        let mut scored = Cell { weights: row.clone(), guidance: *g, interval: *interval, heldout_loss: *heldout_loss, psnr_db: None, ssim: None, moving_psnr_db: None, judged: None, network_passes: 0, skipped_unconditional: 0 };
-        if video || judged.is_some() {
+        let mut scored = Cell { weights: row.clone(), guidance: *g, interval: *interval, heldout_loss: *heldout_loss, psnr_db: None, ssim: None, moving_psnr_db: None, judged: None, fid: None, network_passes: 0, skipped_unconditional: 0 };
+        if video || judged.is_some() || fid.is_some() {
             let clip_bar = indicatif::ProgressBar::hidden();
             let conditioning = video.then_some(&real);
             let (generated, stats) = generate(model, &c, conditioning, &labels, args.seed, args.batch as usize, &device, &clip_bar)?;
@@ -241,6 +272,10 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
             if let Some((judge, reference)) = &judged {
                 let ids: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
                 scored.judged = Some(judge::scores(judge, judge::frames(&generated), &ids, reference, &device)?);
+            } else if let Some((net, crc, real)) = &fid {
+                let images = done(cell).with_extension("bin");
+                generated.write(&images)?;
+                scored.fid = Some(fidelity::score_with(net, *crc, &Shard::open(&images)?, real, args.batch as usize, &device, false)?.value);
             } else {
                 let report = compare(&generated, &real, c.diffusion.context_frames);
                 (scored.psnr_db, scored.ssim, scored.moving_psnr_db) = (Some(report.mean_psnr_db), Some(report.mean_ssim), report.moving.as_ref().and_then(|m| m.psnr_db));
@@ -252,8 +287,8 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     bar.finish_and_clear();
     let scored: Vec<Cell> = cells.iter().map(|c| Ok(serde_json::from_str(&std::fs::read_to_string(done(c))?)?)).collect::<Result<_>>()?;
     let baseline = video.then(|| compare(&real, &real, config.diffusion.context_frames));
-    // Best: the highest PSNR for video, the lowest judge-FD or else held-out loss for images.
-    let key = |c: &Cell| c.psnr_db.or(c.judged.as_ref().map(|j| -j.judge_fd)).unwrap_or(-c.heldout_loss);
+    // Best: the highest PSNR for video, the lowest judge-FD, FID or else held-out loss for images.
+    let key = |c: &Cell| c.psnr_db.or(c.judged.as_ref().map(|j| -j.judge_fd)).or(c.fid.map(|f| -f)).unwrap_or(-c.heldout_loss);
     let best = (0..scored.len()).max_by(|&a, &b| key(&scored[a]).total_cmp(&key(&scored[b]))).expect("a grid has cells");
     let sweep = Sweep {
         clips: labels.len(),
@@ -284,6 +319,9 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
             ("sweep-precision.png", metric("judge precision", |c| judged_score(c, |s| s.precision))),
             ("sweep-recall.png", metric("judge recall", |c| judged_score(c, |s| s.recall))),
         ]);
+    }
+    if fid.is_some() {
+        maps.push(("sweep-fid.png", metric("FID", |c| c.fid.unwrap_or(f64::NAN))));
     }
     if video {
         maps.extend([
@@ -345,12 +383,12 @@ fn weights(run: &RunDir, config: &RunConfig, row: &Row, out: &Path, device: &Dev
     }
 }
 
-/// The cells as a table, the best marked.
 /// A judge score of a cell; NaN (an empty heat-map cell) where it has none.
 fn judged_score(c: &Cell, f: fn(&Scores) -> f64) -> f64 {
     c.judged.as_ref().map_or(f64::NAN, f)
 }
 
+/// The cells as a table, the best marked.
 pub fn table(sweep: &Sweep) -> String {
     let show = |v: Option<f64>, digits: usize| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"));
     if sweep.cells.iter().any(|c| c.judged.is_some()) {
@@ -372,6 +410,14 @@ pub fn table(sweep: &Sweep) -> String {
             );
         }
         return text + "judge-FD: the Fréchet distance in the judge's features, not FID\n";
+    }
+    if sweep.cells.iter().any(|c| c.fid.is_some()) {
+        let mut text = format!("{:<16} {:>8} {:<22} {:>13} {:>9} {:>7}\n", "weights", "guidance", "interval", "held-out loss", "FID", "passes");
+        for (i, c) in sweep.cells.iter().enumerate() {
+            let mark = if i == sweep.best { "  <- best" } else { "" };
+            text += &format!("{:<16} {:>8} {:<22} {:>13.5} {:>9} {:>7}{mark}\n", c.weights.name(), c.guidance, interval_words(c.interval), c.heldout_loss, show(c.fid, 2), c.network_passes);
+        }
+        return text + &format!("FID of {} images per cell against as many real ones\n", sweep.clips);
     }
     let mut text = format!("{:<16} {:>8} {:<22} {:>13} {:>9} {:>7} {:>12}\n", "weights", "guidance", "interval", "held-out loss", "PSNR", "SSIM", "moving PSNR");
     for (i, c) in sweep.cells.iter().enumerate() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::store::burn_pack::Tensor as PackTensor;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 
 /// A weights file a feature network needs: what it is and where users get it.
 #[derive(Clone, Copy, Debug)]
@@ -100,16 +100,19 @@ pub fn listing<M: ModuleSnapshot>(module: &M) -> Vec<(String, Vec<usize>)> {
     keys
 }
 
-/// Reads every tensor of a PyTorch `state_dict` file (zip or legacy format).
+/// Reads every tensor of a PyTorch `state_dict` file (zip or legacy format), or of a
+/// `.safetensors` file holding the same keys.
 pub fn read_state_dict(path: &Path, spec: &Pretrained) -> Result<Vec<PackTensor>, WeightsError> {
     if !path.is_file() {
         return Err(WeightsError::Missing { path: path.to_path_buf(), spec: *spec });
     }
-    let mut store = PytorchStore::from_file(path);
-    let tensors = store
-        .get_all_tensors()
-        .map_err(|e| WeightsError::Unreadable { path: path.to_path_buf(), message: e.to_string() })?;
-    Ok(tensors.values().cloned().collect())
+    let unreadable = |e: String| WeightsError::Unreadable { path: path.to_path_buf(), message: e };
+    let tensors = if path.extension().is_some_and(|e| e == "safetensors") {
+        SafetensorsStore::from_file(path).get_all_tensors().map_err(|e| unreadable(e.to_string()))?.values().cloned().collect()
+    } else {
+        PytorchStore::from_file(path).get_all_tensors().map_err(|e| unreadable(e.to_string()))?.values().cloned().collect()
+    };
+    Ok(tensors)
 }
 
 /// Checks `tensors` (named as in the `state_dict`) against `module`'s [`listing`] and the
