@@ -110,3 +110,10 @@ fn the_image_demo_samples_as_on_the_cpu() {
     assert_eq!(cpu.labels, gpu.labels);
     same_pixels(&cpu, &gpu);
 }
+
+#[test]
+fn bf16_is_refused_by_name_on_wgpu() {
+    // WGSL has no bf16: the k600_64 preset (train.precision = "bf16") stops before any kernel runs.
+    let err = common::fails(&["--device", "wgpu", "bench", "train", "--config", s(&preset("k600_64.toml")), "--steps", "1"]);
+    assert!(err.contains("train.precision") && err.trim().lines().count() == 1, "{err}");
+}

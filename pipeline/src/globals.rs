@@ -65,6 +65,16 @@ impl Globals {
         }
     }
 
+    /// [`Self::device`] for a network computing in `precision`: bf16 is refused where the backend
+    /// has none (WGSL, so wgpu, has no bf16 type; lavapipe fails deep in a device thread without
+    /// this check).
+    pub fn device_for(&self, precision: model3d::Precision) -> Result<Device> {
+        if self.backend == Backend::Wgpu && precision == model3d::Precision::Bf16 {
+            bail!("train.precision = \"bf16\": --device wgpu compiles kernels to WGSL, which has no bf16; use --set 'train.precision=\"f32\"'");
+        }
+        self.device()
+    }
+
     /// What `--device` runs on, for logs and the run report: the backend, and for wgpu its adapter.
     pub fn device_name(&self) -> Result<String> {
         Ok(match self.backend {

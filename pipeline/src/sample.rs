@@ -97,7 +97,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     if per_clip > 1 && real.is_none() {
         bail!("--samples-per-clip {per_clip}: is for video prediction; for more images per class, raise --count");
     }
-    let device = globals.device()?;
+    let device = globals.device_for(config.train.precision)?;
     let (model, weights) = run.load_weights(&config, args.weights.as_deref(), args.ema.unwrap_or_default(), &device)?;
     let record = run.writable();
     if !record {

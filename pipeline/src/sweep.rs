@@ -198,7 +198,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
         config.sample.steps = steps as usize;
     }
     let data = open_data(&args.data, &config).context("--data")?;
-    let device = globals.device()?;
+    let device = globals.device_for(config.train.precision)?;
     let validation = Validation::new(&data, &config, &device)?;
     let judged = match &args.judge {
         Some(path) => {

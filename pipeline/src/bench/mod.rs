@@ -128,8 +128,14 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let json = match args.what {
         What::Learn(args) if args.train_images.is_some() => serde_json::to_string_pretty(&learn_images::run(args, globals)?)?,
         What::Learn(args) => serde_json::to_string_pretty(&learn::run(args, globals)?)?,
-        What::Train { config, warmup, steps, overrides } => serde_json::to_string_pretty(&train(&RunConfig::load(&config, &overrides)?, &globals.device()?, warmup, steps)?)?,
-        What::Sample { config, batch, overrides } => serde_json::to_string_pretty(&sample(&RunConfig::load(&config, &overrides)?, &globals.device()?, batch)?)?,
+        What::Train { config, warmup, steps, overrides } => {
+            let config = RunConfig::load(&config, &overrides)?;
+            serde_json::to_string_pretty(&train(&config, &globals.device_for(config.train.precision)?, warmup, steps)?)?
+        }
+        What::Sample { config, batch, overrides } => {
+            let config = RunConfig::load(&config, &overrides)?;
+            serde_json::to_string_pretty(&sample(&config, &globals.device_for(config.train.precision)?, batch)?)?
+        }
         What::Attention { batch, heads, head_dim, tokens, reps } => {
             let device = globals.device()?;
             let rows: Vec<AttentionBench> = tokens.iter().flat_map(|&n| [true, false].map(|flash| attention(&device, [batch, heads, n, head_dim], flash, reps))).collect();

@@ -136,7 +136,7 @@ pub fn train(job: &Job<'_>, globals: &Globals) -> Result<TrainSummary> {
     let existing_lock = job.run.lock_existing("train")?;
     let (config, save) = job.run.plan_config(job.given.clone())?;
     let tc = &config.train;
-    let device = globals.device()?;
+    let device = globals.device_for(tc.precision)?;
     let data = open_data(job.data, &config)?;
     let validation = job.val.map(|dir| Validation::new(&open_data(dir, &config).context("--val")?, &config, &device)).transpose()?;
     let mut trainer = Trainer::new(&config, &device)?;
