@@ -10,6 +10,7 @@ pub mod attention;
 pub mod avg_pool;
 pub mod config_error;
 pub mod conv3x3;
+mod denormals;
 mod cpu;
 pub mod diffusion;
 pub mod group_norm;
@@ -24,6 +25,7 @@ pub mod schedule;
 mod testing;
 
 pub use config_error::ConfigError;
+pub use denormals::flush_denormals;
 pub use diffusion::{Diffusion, DiffusionConfig, FrameTimes, LossTerms, LossWeighting, NoisedBatch, Prediction, TimeSampling};
 pub use network::{AttentionImpl, BlockKind, ConvImpl, Cost, LinearImpl, Precision, Skips, UViT, UViTConfig};
 pub use sampler::{Denoiser, GuidanceInterval, SampleRequest, SampleStats, SamplerConfig, SamplerKind};

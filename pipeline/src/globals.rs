@@ -46,7 +46,10 @@ impl Globals {
             configure_cubecl(self.autotune);
         }
         match self.backend {
-            Backend::Cpu => Ok(Device::flex()),
+            Backend::Cpu => {
+                model3d::flush_denormals();
+                Ok(Device::flex())
+            }
             #[cfg(feature = "cuda")]
             Backend::Cuda => {
                 // burn-cuda loads the driver lazily and panics on another thread without one: ask first.

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Training steps on the CPU, side by side in one run: one or more sid2 binaries and the project's
+# PyTorch twin (scripts/torch_reference.py, eager), alternating within each round so that the
+# host's drift falls on all of them alike. For every preset and variant of BENCHMARKS.md's CPU
+# tables it prints one JSON line per run (samples/s, peak RSS, the host's steal ticks during it)
+# and, at the end, the best of the rounds per binary with the ratio to PyTorch's best.
+#
+#   SID2S="/tmp/sid2-before /tmp/sid2-after" PYTHON=/tmp/torchenv/bin/python \
+#     bash scripts/bench-cpu.sh [ROUNDS] > runs/bench-cpu.jsonl
+#
+# PYTHON: a python with torch (never installed by the project; omit to time sid2 only).
+# VARIANTS: a regular expression selecting variant names (default: all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+read -r -a sid2s <<< "${SID2S:-target/release/sid2}"
+python=${PYTHON:-}
+joint='model.kinds=["res","transformer","transformer"]'
+# name | config | overrides (one --set each, separated by spaces; none contain spaces)
+variants=(
+  "tiny_video|configs/tiny_video.toml|"
+  "tiny_video-no-temporal|configs/tiny_video.toml|model.temporal=[false,false,false]"
+  "tiny_video-joint-l1|configs/tiny_video.toml|$joint model.temporal=[true,false,false]"
+  "tiny_video-joint-l1-no-temporal|configs/tiny_video.toml|$joint model.temporal=[false,false,false]"
+  "tiny_image|configs/tiny_image.toml|"
+  "cifar10|configs/cifar10.toml|"
+)
+
+steal() { awk '/^cpu /{print $9}' /proc/stat; }
+rss_mib() { awk '/Maximum resident/{printf "%.0f", $6 / 1024}' "$1"; }
+
+# One timed run: name, who, then the command. Prints a JSON line.
+run() {
+  local name=$1 who=$2
+  shift 2
+  local before out
+  before=$(steal)
+  out=$(/usr/bin/time -v "$@" 2> /tmp/bench-cpu.time.$$) || { echo "error: $who on $name failed:" >&2; tail -5 /tmp/bench-cpu.time.$$ >&2; exit 1; }
+  python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(json.dumps({"variant": sys.argv[2], "who": sys.argv[3], "samples_per_s": round(r["samples_per_s"], 2), "peak_rss_mib": int(sys.argv[4]), "steal_ticks": int(sys.argv[5])}))' \
+    "$out" "$name" "$who" "$(rss_mib /tmp/bench-cpu.time.$$)" "$(( $(steal) - before ))"
+}
+
+lines=()
+for v in "${variants[@]}"; do
+  IFS='|' read -r name config overrides <<< "$v"
+  [[ $name =~ ${VARIANTS:-.} ]] || continue
+  sets=()
+  for o in $overrides; do sets+=(--set "$o"); done
+  for ((r = 0; r < rounds; r++)); do
+    for bin in "${sid2s[@]}"; do
+      lines+=("$(run "$name" "$bin" "$bin" -q bench train --config "$config" --warmup 2 --steps 10 "${sets[@]}")")
+      echo "${lines[-1]}"
+    done
+    if [[ -n $python ]]; then
+      lines+=("$(run "$name" torch "$python" scripts/torch_reference.py bench-train "$config" --warmup 2 --steps 6 "${sets[@]}")")
+      echo "${lines[-1]}"
+    fi
+  done
+done
+rm -f /tmp/bench-cpu.time.$$
+printf '%s\n' "${lines[@]}" | python3 -c '
+import collections, json, sys
+best = collections.defaultdict(dict)
+for line in sys.stdin:
+    r = json.loads(line)
+    b = best[r["variant"]]
+    b[r["who"]] = max(b.get(r["who"], 0.0), r["samples_per_s"])
+for variant, b in best.items():
+    torch = b.get("torch")
+    row = {"variant": variant, "best": b}
+    if torch:
+        row["ratio_to_torch"] = {who: round(s / torch, 2) for who, s in b.items() if who != "torch"}
+    print(json.dumps({"summary": row}))
+'
