@@ -3,8 +3,8 @@
 //! A product whose magnitude falls below f32's smallest normal, 1.2·10⁻³⁸, is subnormal, and x86
 //! cores compute each such operand or result in a microcode assist costing about a hundred cycles.
 //! Gradients that pass through several nearly-zero weights land there: SiD's per-block skip merges
-//! start as `[0 | I]`, and in the first hundred steps of `model.skips = "blocks"` the gemm kernels
-//! of some steps ran 10x slower for the same FLOPs (BENCHMARKS.md). Flushing (FTZ: results to zero;
+//! start as `[0 | I]`, and in some of the first 30 steps of `model.skips = "blocks"` measured, the
+//! gemm kernels ran 10x slower for the same FLOPs (EXPERIMENTS.md, E4). Flushing (FTZ: results to zero;
 //! DAZ: subnormal inputs read as zero) changes values only below 1.2·10⁻³⁸, as TensorFlow's and
 //! XLA's CPU thread pools do by default.
 
