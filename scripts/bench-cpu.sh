@@ -10,8 +10,12 @@
 #
 # PYTHON: a python with torch (never installed by the project; omit to time sid2 only).
 # VARIANTS: a regular expression selecting variant names (default: all).
+# Needs GNU time at /usr/bin/time for peak RSS (Debian: `apt install time`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[[ -x /usr/bin/time ]] || { echo "error: /usr/bin/time (GNU time) is missing: apt install time" >&2; exit 1; }
+timing=$(mktemp)
+trap 'rm -f "$timing"' EXIT
 rounds=${1:-3}
 read -r -a sid2s <<< "${SID2S:-target/release/sid2}"
 python=${PYTHON:-}
@@ -35,9 +39,9 @@ run() {
   shift 2
   local before out
   before=$(steal)
-  out=$(/usr/bin/time -v "$@" 2> /tmp/bench-cpu.time.$$) || { echo "error: $who on $name failed:" >&2; tail -5 /tmp/bench-cpu.time.$$ >&2; exit 1; }
+  out=$(/usr/bin/time -v "$@" 2> "$timing") || { echo "error: $who on $name failed:" >&2; tail -5 "$timing" >&2; exit 1; }
   python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(json.dumps({"variant": sys.argv[2], "who": sys.argv[3], "samples_per_s": round(r["samples_per_s"], 2), "peak_rss_mib": int(sys.argv[4]), "steal_ticks": int(sys.argv[5])}))' \
-    "$out" "$name" "$who" "$(rss_mib /tmp/bench-cpu.time.$$)" "$(( $(steal) - before ))"
+    "$out" "$name" "$who" "$(rss_mib "$timing")" "$(( $(steal) - before ))"
 }
 
 lines=()
@@ -57,7 +61,6 @@ for v in "${variants[@]}"; do
     fi
   done
 done
-rm -f /tmp/bench-cpu.time.$$
 printf '%s\n' "${lines[@]}" | python3 -c '
 import collections, json, sys
 best = collections.defaultdict(dict)
