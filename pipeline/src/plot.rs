@@ -84,8 +84,15 @@ where
         return Ok(());
     }
     let (x1, y1) = (if x1 > x0 { x1 } else { x0 + 1.0 }, if y1 > y0 { y1 } else { y0 + y0.abs().max(1e-3) });
-    let mut builder = ChartBuilder::on(area);
-    builder.caption(&chart.title, (FONT, 18)).margin(12).x_label_area_size(36).y_label_area_size(64);
+    // The key sits in a band of its own below the axes, so it never hides a curve.
+    let area = area.titled(&chart.title, (FONT, 18))?;
+    let (width, height) = area.dim_in_pixel();
+    let rows = key_layout(chart, width as i32);
+    let key_height = rows.last().map_or(0, |&(_, y)| y + KEY_ROW);
+    let (plot, key) = area.split_vertically(height as i32 - key_height);
+    draw_key(&key, chart, &rows)?;
+    let mut builder = ChartBuilder::on(&plot);
+    builder.margin(12).x_label_area_size(36).y_label_area_size(64);
     macro_rules! finish {
         ($ctx:expr) => {{
             let mut ctx = $ctx;
@@ -97,19 +104,55 @@ where
                 .label_style((FONT, 13))
                 .draw()?;
             for (i, s) in chart.series.iter().enumerate() {
-                let colour = COLOURS[i % COLOURS.len()];
                 let kept = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite() && (!chart.log_y || *y > 0.0));
-                ctx.draw_series(LineSeries::new(kept, colour.stroke_width(2)))?
-                    .label(s.name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+                ctx.draw_series(LineSeries::new(kept, colour(i).stroke_width(2)))?;
             }
-            ctx.configure_series_labels().label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
         }};
     }
     if chart.log_y && y1 > 20.0 * y0 {
         finish!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?);
     } else {
         finish!(builder.build_cartesian_2d(x0..x1, y0..y1)?);
+    }
+    Ok(())
+}
+
+const KEY_ROW: i32 = 20;
+/// The key starts under the plot's left edge: the y labels' 64 px and the 12 px margin.
+const KEY_LEFT: i32 = 76;
+
+/// Where each series' entry of the key starts, left to right and wrapped at `width`: a 24 px line
+/// sample, then its name in the bundled monospace font (about 8 px a character at 13 px).
+fn key_layout(chart: &Chart, width: i32) -> Vec<(i32, i32)> {
+    let (mut x, mut y) = (KEY_LEFT, 0);
+    chart
+        .series
+        .iter()
+        .map(|s| {
+            let w = 30 + 8 * s.name.chars().count() as i32 + 18;
+            if x > KEY_LEFT && x + w > width {
+                (x, y) = (KEY_LEFT, y + KEY_ROW);
+            }
+            x += w;
+            (x - w, y)
+        })
+        .collect()
+}
+
+fn colour(series: usize) -> RGBColor {
+    COLOURS[series % COLOURS.len()]
+}
+
+/// Each series' colour as a line, then its name, at the places `key_layout` gave.
+fn draw_key<DB: DrawingBackend>(key: &DrawingArea<DB, plotters::coord::Shift>, chart: &Chart, at: &[(i32, i32)]) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let font = (FONT, 13).into_font().color(&BLACK);
+    for (i, (s, &(x, y))) in chart.series.iter().zip(at).enumerate() {
+        let mid = y + KEY_ROW / 2;
+        key.draw(&PathElement::new(vec![(x, mid), (x + 24, mid)], colour(i).stroke_width(2)))?;
+        key.draw(&Text::new(s.name.clone(), (x + 30, mid - 7), font.clone()))?;
     }
     Ok(())
 }
@@ -136,6 +179,19 @@ mod tests {
         let chart = Chart { title: "lr".into(), x_label: "samples".into(), y_label: "lr".into(), log_y: false, series: vec![Series { name: "warm-up".into(), points: vec![(0.0, 0.0), (10.0, 1e-3)] }] };
         let text = svg(&chart, (400, 200)).unwrap();
         assert!(text.starts_with("<svg") && text.contains("warm-up") && text.contains("<polyline") && text.matches("<text").count() > 3, "{text}");
+    }
+
+    #[test]
+    fn the_key_wraps_below_the_axes_and_stays_inside_the_chart() {
+        let series = |names: &[&str]| names.iter().map(|n| Series { name: (*n).into(), points: vec![(0.0, 1.0)] }).collect();
+        let chart = |names: &[&str]| Chart { title: "t".into(), x_label: "x".into(), y_label: "y".into(), log_y: false, series: series(names) };
+        let names = ["sample", "best of 4", "last context frame repeated"];
+        // Room for all three on one row at 900 px; at 200 px each needs a row of its own.
+        assert_eq!(key_layout(&chart(&names), 900).iter().map(|p| p.1).collect::<Vec<_>>(), [0, 0, 0]);
+        let narrow = key_layout(&chart(&names), 200);
+        assert_eq!(narrow.iter().map(|p| p.1).collect::<Vec<_>>(), [0, KEY_ROW, 2 * KEY_ROW]);
+        assert!(narrow.iter().all(|&(x, _)| x == KEY_LEFT), "{narrow:?}");
+        assert!(key_layout(&chart(&[]), 900).is_empty());
     }
 
     #[test]
