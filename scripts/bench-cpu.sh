@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Training steps on the CPU, side by side in one run: one or more sid2 binaries and the project's
-# PyTorch twin (scripts/torch_reference.py, eager), alternating within each round so that the
-# host's drift falls on all of them alike. For every preset and variant of BENCHMARKS.md's CPU
-# tables it prints one JSON line per run (samples/s, peak RSS, the host's steal ticks during it)
-# and, at the end, the best of the rounds per binary with the ratio to PyTorch's best.
+# Training steps (or sampling) on the CPU, side by side in one run: one or more sid2 binaries and
+# the project's PyTorch twin (scripts/torch_reference.py, eager), alternating within each round so
+# that the host's drift falls on all of them alike. For every preset and variant of BENCHMARKS.md's
+# CPU tables it prints one JSON line per run (samples/s, peak RSS, the host's steal ticks during
+# it) and, at the end, the best of the rounds per binary with the ratio to PyTorch's best.
 #
 #   SID2S="/tmp/sid2-before /tmp/sid2-after" PYTHON=/tmp/torchenv/bin/python \
 #     bash scripts/bench-cpu.sh [ROUNDS] > runs/bench-cpu.jsonl
 #
 # PYTHON: a python with torch (never installed by the project; omit to time sid2 only).
 # VARIANTS: a regular expression selecting variant names (default: all).
+# BENCH=sample: time one batch of 4 sampled with each config's [sample] settings (`sid2 bench
+#   sample` against `torch_reference.py bench-sample`, no autodiff) instead of training steps;
+#   each line also carries the network passes per sample, which must agree.
 # Needs GNU time at /usr/bin/time for peak RSS (Debian: `apt install time`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +20,8 @@ cd "$(dirname "$0")/.."
 timing=$(mktemp)
 trap 'rm -f "$timing"' EXIT
 rounds=${1:-3}
+bench=${BENCH:-train}
+[[ $bench == train || $bench == sample ]] || { echo "error: BENCH=$bench: expected train or sample" >&2; exit 1; }
 read -r -a sid2s <<< "${SID2S:-target/release/sid2}"
 python=${PYTHON:-}
 joint='model.kinds=["res","transformer","transformer"]'
@@ -40,7 +45,13 @@ run() {
   local before out
   before=$(steal)
   out=$(/usr/bin/time -v "$@" 2> "$timing") || { echo "error: $who on $name failed:" >&2; tail -5 "$timing" >&2; exit 1; }
-  python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(json.dumps({"variant": sys.argv[2], "who": sys.argv[3], "samples_per_s": round(r["samples_per_s"], 2), "peak_rss_mib": int(sys.argv[4]), "steal_ticks": int(sys.argv[5])}))' \
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+line = {"variant": sys.argv[2], "who": sys.argv[3], "samples_per_s": round(r["samples_per_s"] if "samples_per_s" in r else 1 / r["s_per_sample"], 3)}
+if "network_passes" in r:
+    line["network_passes"] = r["network_passes"]
+print(json.dumps(line | {"peak_rss_mib": int(sys.argv[4]), "steal_ticks": int(sys.argv[5])}))' \
     "$out" "$name" "$who" "$(rss_mib "$timing")" "$(( $(steal) - before ))"
 }
 
@@ -52,11 +63,17 @@ for v in "${variants[@]}"; do
   for o in $overrides; do sets+=(--set "$o"); done
   for ((r = 0; r < rounds; r++)); do
     for bin in "${sid2s[@]}"; do
-      lines+=("$(run "$name" "$bin" "$bin" -q bench train --config "$config" --warmup 2 --steps 10 "${sets[@]}")")
+      case $bench in
+        train) lines+=("$(run "$name" "$bin" "$bin" -q bench train --config "$config" --warmup 2 --steps 10 "${sets[@]}")") ;;
+        sample) lines+=("$(run "$name" "$bin" "$bin" -q bench sample --config "$config" --batch 4 "${sets[@]}")") ;;
+      esac
       echo "${lines[-1]}"
     done
     if [[ -n $python ]]; then
-      lines+=("$(run "$name" torch "$python" scripts/torch_reference.py bench-train "$config" --warmup 2 --steps 6 "${sets[@]}")")
+      case $bench in
+        train) lines+=("$(run "$name" torch "$python" scripts/torch_reference.py bench-train "$config" --warmup 2 --steps 6 "${sets[@]}")") ;;
+        sample) lines+=("$(run "$name" torch "$python" scripts/torch_reference.py bench-sample "$config" --batch 4 "${sets[@]}")") ;;
+      esac
       echo "${lines[-1]}"
     fi
   done

@@ -13,6 +13,11 @@ Commands:
   bench-train CONFIG [--set key=value ...]  training steps per second of the config's model (eager
                                              and, with --compile, torch.compile), same shapes as
                                              `sid2 bench train`
+  bench-sample CONFIG [--set key=value ...] [--batch B]
+                                             sampling time of one batch with the config's [sample]
+                                             settings (ancestral steps, guidance inside its
+                                             interval as one doubled batch, x̂ clipped), no
+                                             autodiff, same shapes as `sid2 bench sample`
   bench-attention                            scaled_dot_product_attention forward + backward at
                                              the shapes of `sid2 bench attention`
   check EXPORTED.safetensors INPUTS.safetensors
@@ -320,6 +325,81 @@ def bench_train(args):
     print(json.dumps({"torch": torch.__version__, "device": str(device), "bf16": args.bf16, "threads": torch.get_num_threads(), "compile": args.compile, "params": params, "batch": b, "warmup_s": warmup_s, "step_s": step_s, "samples_per_s": b / step_s, "peak_reserved_mib": peak}, indent=2))
 
 
+def guidance_range(interval):
+    """The guidance interval as [λ_min, λ_max): EDM's σ ∈ (lo, hi] is λ ∈ [−2 ln hi, −2 ln lo)."""
+    if interval is None:
+        return -math.inf, math.inf
+    if interval["kind"] == "edm_sigma":
+        return -2 * math.log(interval["hi"]), -2 * math.log(interval["lo"])
+    return interval["min"], interval["max"]
+
+
+def bench_sample(args):
+    """One batch sampled like `sid2 bench sample`: a 2-step warm-up, then the config's steps of the
+    ancestral sampler (v-prediction, x̂ clipped to [−1, 1]), guided steps as one pass over the
+    [conditional; unconditional] batch, context frames held clean, under inference_mode."""
+    config = load_config(args.config, args.set)
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    m, d, smp = config["model"], config["data"], config["sample"]
+    model = UViT(m).to(device).eval()
+    if args.compile:
+        model = torch.compile(model)
+    b, t, s = args.batch, d["frames"], d["size"]
+    k = config["diffusion"].get("context_frames", 0)
+    d_ref = config["diffusion"]["schedule"].get("d_ref", 64.0)
+    guidance = smp.get("guidance", 1.0)
+    lo, hi = guidance_range(smp.get("interval"))
+    conditional = m.get("num_classes", 0) > 0
+    context = torch.randn(b, k, 3, s, s, device=device).clamp(-1, 1)
+    labels = torch.arange(b, device=device) % max(m.get("num_classes", 1), 1)
+    nulls = torch.full_like(labels, m.get("num_classes", 0))
+    clean = logsnr_cosine_shifted(torch.tensor(0.0), s, d_ref).item()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def alpha_sigma(lam):
+        return torch.sigmoid(lam).sqrt()[..., None, None, None], torch.sigmoid(-lam).sqrt()[..., None, None, None]
+
+    def run(steps):
+        passes = 0
+        z = torch.randn(b, t, 3, s, s, device=device)
+        for i in range(steps, 0, -1):
+            l_t = logsnr_cosine_shifted(torch.tensor(i / steps), s, d_ref).item()
+            l_s = logsnr_cosine_shifted(torch.tensor((i - 1) / steps), s, d_ref).item()
+            lam = torch.full((b, t), l_t, device=device)
+            lam[:, :k] = clean
+            alpha, sigma = alpha_sigma(lam)
+            z_in = torch.cat([context, z[:, k:]], 1)
+            with autocast:
+                if conditional and guidance != 1.0 and lo <= l_t < hi:
+                    both = model(torch.cat([z_in, z_in]), torch.cat([lam, lam]), torch.cat([labels, nulls])).float()
+                    cond, uncond = both[:b], both[b:]
+                    out = uncond + guidance * (cond - uncond)
+                    passes += 2
+                else:
+                    out = model(z_in, lam, labels).float()
+                    passes += 1
+            x_hat = (alpha * z_in - sigma * out).clamp(-1, 1)
+            c = -math.expm1(l_t - l_s)
+            a_t, a_s, s_s = math.sqrt(1 / (1 + math.exp(-l_t))), math.sqrt(1 / (1 + math.exp(-l_s))), math.sqrt(1 / (1 + math.exp(l_s)))
+            z = a_s * (z_in * (1 - c) / a_t + c * x_hat)
+            if i > 1:
+                z = z + math.sqrt(s_s * s_s * c) * torch.randn_like(z)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return passes
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        run(2)
+        warmup_s = time.perf_counter() - start
+        start = time.perf_counter()
+        passes = run(smp["steps"])
+        s_per_batch = time.perf_counter() - start
+    print(json.dumps({"torch": torch.__version__, "device": str(device), "bf16": args.bf16, "threads": torch.get_num_threads(), "compile": args.compile, "batch": b, "steps": smp["steps"], "network_passes": passes, "warmup_s": warmup_s, "s_per_batch": s_per_batch, "s_per_sample": s_per_batch / b}, indent=2))
+
+
 def bench_attention(args):
     torch.set_num_threads(args.threads)
     rows = []
@@ -370,6 +450,14 @@ def main():
     train.add_argument("--compile", action="store_true")
     train.add_argument("--device", default="cpu", help="cpu or cuda")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast around the network, as train.precision = bf16")
+    smp = sub.add_parser("bench-sample")
+    smp.add_argument("config")
+    smp.add_argument("--set", action="append", default=[])
+    smp.add_argument("--batch", type=int, default=4)
+    smp.add_argument("--threads", type=int, default=2)
+    smp.add_argument("--compile", action="store_true")
+    smp.add_argument("--device", default="cpu", help="cpu or cuda")
+    smp.add_argument("--bf16", action="store_true", help="bf16 autocast around the network")
     attn = sub.add_parser("bench-attention")
     attn.add_argument("--batch", type=int, default=4)
     attn.add_argument("--heads", type=int, default=4)
@@ -381,7 +469,7 @@ def main():
     chk.add_argument("exported")
     chk.add_argument("inputs")
     args = parser.parse_args()
-    {"bench-train": bench_train, "bench-attention": bench_attention, "check": check}[args.command](args)
+    {"bench-train": bench_train, "bench-sample": bench_sample, "bench-attention": bench_attention, "check": check}[args.command](args)
 
 
 if __name__ == "__main__":
