@@ -21,7 +21,12 @@ timing=$(mktemp)
 trap 'rm -f "$timing"' EXIT
 rounds=${1:-3}
 bench=${BENCH:-train}
-[[ $bench == train || $bench == sample ]] || { echo "error: BENCH=$bench: expected train or sample" >&2; exit 1; }
+# What each side runs per bench: sid2's subcommand and flags, then the PyTorch twin's.
+case $bench in
+  train) ours=(bench train --warmup 2 --steps 10) theirs=(bench-train --warmup 2 --steps 6) ;;
+  sample) ours=(bench sample --batch 4) theirs=(bench-sample --batch 4) ;;
+  *) echo "error: BENCH=$bench: expected train or sample" >&2; exit 1 ;;
+esac
 read -r -a sid2s <<< "${SID2S:-target/release/sid2}"
 python=${PYTHON:-}
 joint='model.kinds=["res","transformer","transformer"]'
@@ -63,17 +68,11 @@ for v in "${variants[@]}"; do
   for o in $overrides; do sets+=(--set "$o"); done
   for ((r = 0; r < rounds; r++)); do
     for bin in "${sid2s[@]}"; do
-      case $bench in
-        train) lines+=("$(run "$name" "$bin" "$bin" -q bench train --config "$config" --warmup 2 --steps 10 "${sets[@]}")") ;;
-        sample) lines+=("$(run "$name" "$bin" "$bin" -q bench sample --config "$config" --batch 4 "${sets[@]}")") ;;
-      esac
+      lines+=("$(run "$name" "$bin" "$bin" -q "${ours[@]}" --config "$config" "${sets[@]}")")
       echo "${lines[-1]}"
     done
     if [[ -n $python ]]; then
-      case $bench in
-        train) lines+=("$(run "$name" torch "$python" scripts/torch_reference.py bench-train "$config" --warmup 2 --steps 6 "${sets[@]}")") ;;
-        sample) lines+=("$(run "$name" torch "$python" scripts/torch_reference.py bench-sample "$config" --batch 4 "${sets[@]}")") ;;
-      esac
+      lines+=("$(run "$name" torch "$python" scripts/torch_reference.py "${theirs[@]}" "$config" "${sets[@]}")")
       echo "${lines[-1]}"
     fi
   done

@@ -275,6 +275,11 @@ def logsnr_cosine_shifted(t, side, d_ref):
     return -2 * torch.log(torch.tan(t_min + t * (t_max - t_min))) + 2 * math.log(d_ref / side)
 
 
+def alpha_sigma(lam):
+    """α = √sigmoid(λ), σ = √sigmoid(−λ) of a logSNR tensor, shaped to broadcast over [C, H, W]."""
+    return torch.sigmoid(lam).sqrt()[..., None, None, None], torch.sigmoid(-lam).sqrt()[..., None, None, None]
+
+
 def bench_train(args):
     """Training steps of the config's model on random clips: v-prediction, sigmoid-weighted loss
     with the Jacobian, AdamW, like one step of `sid2 train` (without EMA and clipping)."""
@@ -299,7 +304,7 @@ def bench_train(args):
         tt = torch.rand(b, 1, device=device).expand(b, t)
         lam = logsnr_cosine_shifted(tt, s, d_ref)
         lam = torch.where(frames < k, torch.full_like(lam, 15.0), lam)
-        alpha, sigma = torch.sigmoid(lam).sqrt()[..., None, None, None], torch.sigmoid(-lam).sqrt()[..., None, None, None]
+        alpha, sigma = alpha_sigma(lam)
         eps = torch.randn_like(x)
         z = alpha * x + sigma * eps
         v = alpha * eps - sigma * x
@@ -358,9 +363,6 @@ def bench_sample(args):
     clean = logsnr_cosine_shifted(torch.tensor(0.0), s, d_ref).item()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
-    def alpha_sigma(lam):
-        return torch.sigmoid(lam).sqrt()[..., None, None, None], torch.sigmoid(-lam).sqrt()[..., None, None, None]
-
     def run(steps):
         passes = 0
         z = torch.randn(b, t, 3, s, s, device=device)
@@ -381,11 +383,12 @@ def bench_sample(args):
                     out = model(z_in, lam, labels).float()
                     passes += 1
             x_hat = (alpha * z_in - sigma * out).clamp(-1, 1)
+            # Spec §5.1: c = −expm1(λ_t − λ_s), mean = α_s (z_t (1 − c)/α_t + c x̂), var = σ_s² c.
             c = -math.expm1(l_t - l_s)
-            a_t, a_s, s_s = math.sqrt(1 / (1 + math.exp(-l_t))), math.sqrt(1 / (1 + math.exp(-l_s))), math.sqrt(1 / (1 + math.exp(l_s)))
+            (a_t, _), (a_s, s_s) = alpha_sigma(torch.tensor(l_t)), alpha_sigma(torch.tensor(l_s))
             z = a_s * (z_in * (1 - c) / a_t + c * x_hat)
             if i > 1:
-                z = z + math.sqrt(s_s * s_s * c) * torch.randn_like(z)
+                z = z + s_s * math.sqrt(c) * torch.randn_like(z)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return passes
@@ -441,23 +444,18 @@ def check(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("bench-train")
-    train.add_argument("config")
-    train.add_argument("--set", action="append", default=[])
+    model = argparse.ArgumentParser(add_help=False)  # what both model benches take
+    model.add_argument("config")
+    model.add_argument("--set", action="append", default=[])
+    model.add_argument("--threads", type=int, default=2)
+    model.add_argument("--compile", action="store_true")
+    model.add_argument("--device", default="cpu", help="cpu or cuda")
+    model.add_argument("--bf16", action="store_true", help="bf16 autocast around the network, as train.precision = bf16")
+    train = sub.add_parser("bench-train", parents=[model])
     train.add_argument("--warmup", type=int, default=2)
     train.add_argument("--steps", type=int, default=10)
-    train.add_argument("--threads", type=int, default=2)
-    train.add_argument("--compile", action="store_true")
-    train.add_argument("--device", default="cpu", help="cpu or cuda")
-    train.add_argument("--bf16", action="store_true", help="bf16 autocast around the network, as train.precision = bf16")
-    smp = sub.add_parser("bench-sample")
-    smp.add_argument("config")
-    smp.add_argument("--set", action="append", default=[])
+    smp = sub.add_parser("bench-sample", parents=[model])
     smp.add_argument("--batch", type=int, default=4)
-    smp.add_argument("--threads", type=int, default=2)
-    smp.add_argument("--compile", action="store_true")
-    smp.add_argument("--device", default="cpu", help="cpu or cuda")
-    smp.add_argument("--bf16", action="store_true", help="bf16 autocast around the network")
     attn = sub.add_parser("bench-attention")
     attn.add_argument("--batch", type=int, default=4)
     attn.add_argument("--heads", type=int, default=4)
