@@ -92,7 +92,9 @@ where
     let (plot, key) = area.split_vertically(height as i32 - key_height);
     draw_key(&key, chart, &rows)?;
     let mut builder = ChartBuilder::on(&plot);
-    builder.margin(12).x_label_area_size(36).y_label_area_size(64);
+    // The right margin holds half of the last x tick's label ("200000" is about 48 px at 13 px),
+    // which plotters centres on the plot's right edge.
+    builder.margin(12).margin_right(32).x_label_area_size(36).y_label_area_size(64);
     macro_rules! finish {
         ($ctx:expr) => {{
             let mut ctx = $ctx;
