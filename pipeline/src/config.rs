@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn every_preset_loads() {
-        for name in ["tiny_video.toml", "tiny_image.toml", "k600_64.toml", "imagenet64.toml", "imagenet128.toml", "imagenet256.toml", "imagenet512.toml"] {
+        for name in ["tiny_video.toml", "small_video.toml", "tiny_image.toml", "cifar10.toml", "k600_64.toml", "imagenet64.toml", "imagenet128.toml", "imagenet256.toml", "imagenet512.toml"] {
             RunConfig::parse(&preset(name), &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
     }
