@@ -36,6 +36,7 @@ variants=(
   "tiny_video-no-temporal|configs/tiny_video.toml|model.temporal=[false,false,false]"
   "tiny_video-joint-l1|configs/tiny_video.toml|$joint model.temporal=[true,false,false]"
   "tiny_video-joint-l1-no-temporal|configs/tiny_video.toml|$joint model.temporal=[false,false,false]"
+  "small_video|configs/small_video.toml|"
   "tiny_image|configs/tiny_image.toml|"
   "cifar10|configs/cifar10.toml|"
 )

@@ -16,7 +16,7 @@ use crate::run::RunDir;
 use crate::{eval, prepare, sample, train};
 
 /// The preset the demo trains.
-pub const CONFIG: &str = include_str!("../../configs/tiny_video.toml");
+pub const CONFIG: &str = include_str!("../../configs/small_video.toml");
 
 /// The demo's fine-tuning: a short run from the bundled weights, at a tenth of the preset's
 /// learning rate so two clips do not undo what twelve videos taught.
@@ -33,8 +33,8 @@ const TRAIN_CLIPS: [(&str, &[u8]); 2] = [
 /// training saw: its clips are the ones predicted.
 const HELDOUT_CLIP: (&str, &[u8]) = ("heldout_sttn_dogs_jump.mp4", include_bytes!("../../examples/clips/heldout_sttn_dogs_jump.mp4"));
 
-/// EMA weights of configs/tiny_video.toml after the learning benchmark's training on 12 videos.
-const START: &[u8] = include_bytes!("../../examples/checkpoint/tiny_video.safetensors");
+/// EMA weights of configs/small_video.toml after the learning benchmark's training on 12 videos.
+const START: &[u8] = include_bytes!("../../examples/checkpoint/small_video.safetensors");
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,7 +44,7 @@ pub struct Args {
     /// Held-out clips to predict.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
-    /// Override a key of the demo's config (configs/tiny_video.toml and the fine-tuning above),
+    /// Override a key of the demo's config (configs/small_video.toml and the fine-tuning above),
     /// e.g. `--set train.total_samples=960`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -66,7 +66,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
     let out = &args.out;
     let overrides: Vec<String> = FINE_TUNE.iter().map(|s| s.to_string()).chain(args.overrides.iter().cloned()).collect();
     let config_path = out.join("config.toml");
-    let config = RunConfig::parse(CONFIG, &overrides).context("the demo's config (configs/tiny_video.toml)")?;
+    let config = RunConfig::parse(CONFIG, &overrides).context("the demo's config (configs/small_video.toml)")?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     video_io::atomic::write_bytes(&config_path, &[config.to_toml().as_bytes()])?;
     let train_clips = unpack(&out.join("clips/train"), &TRAIN_CLIPS)?;
