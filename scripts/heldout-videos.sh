@@ -10,7 +10,7 @@
 # Arguments after OUT go to every `sid2 sample`, e.g. `--set sample.steps=128`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: scripts/heldout-videos.sh WEIGHTS.safetensors OUT"
+usage="usage: scripts/heldout-videos.sh WEIGHTS.safetensors OUT [sid2 sample arguments]"
 weights="$(realpath "${1:?$usage}")"; out="${2:?$usage}"
 shift 2
 sid2="${SID2:-target/release/sid2}"
