@@ -3,14 +3,16 @@
 //! transposes the whole input to channels-last and builds its im2col tiles on one core with a
 //! scalar loop, and its input gradient is a transposed convolution with a scalar col2im; together
 //! they took about a third of a tiny_video training step (BENCHMARKS.md). Here every image is one
-//! task: each tap's columns are one shifted copy of the plane, and each pass is one matrix product
-//! ([`kernel`]).
+//! task: its forward and input-gradient passes read the zero-padded plane directly ([`direct`],
+//! AVX2) or, on other CPUs and plane widths, each tap's columns as one shifted copy of the plane
+//! and one matrix product ([`kernel`]); the weight gradient is one matrix product over columns.
 //!
 //! The same mechanism as [`crate::attention`]: a burn backend extension (`#[backend_extension]`,
 //! routed by burn-dispatch) implemented for burn-flex, and for `Autodiff<B, C>` with a
 //! hand-written `Backward` step whose state is the input and the weight. Other devices take
 //! burn's `conv2d`.
 
+pub mod direct;
 pub mod kernel;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -33,6 +35,36 @@ use kernel::Image;
 /// gradient and the tasks' sums are added in order, so the result depends on the batch alone,
 /// never on how rayon schedules the tasks (training resumes exactly).
 const TASKS: usize = 16;
+
+/// How the forward and input-gradient passes of one op call run: straight from the padded input
+/// where [`direct::available`], else through im2col columns and gemm.
+enum Plan<'a> {
+    Direct(direct::Packed),
+    Columns(&'a [f32]),
+}
+
+impl<'a> Plan<'a> {
+    /// For `weight` `[O, C, 3, 3]` (contiguous) applied to images of `im`.
+    fn new(weight: &'a [f32], o: usize, im: Image) -> Self {
+        if direct::available(im) { Self::Direct(direct::Packed::new(weight, o, im.c)) } else { Self::Columns(weight) }
+    }
+
+    /// Scratch elements one image needs.
+    fn scratch_len(&self, im: Image) -> usize {
+        match self {
+            Self::Direct(_) => direct::padded_len(im),
+            Self::Columns(_) => im.cols_len(),
+        }
+    }
+
+    /// One image's `y` `[O, H, W]` from `x` `[C, H, W]` and `bias` `[O]`.
+    fn forward(&self, x: &[f32], bias: &[f32], im: Image, scratch: &mut [f32], y: &mut [f32]) {
+        match self {
+            Self::Direct(packed) => direct::forward(x, packed, bias, im, scratch, y),
+            Self::Columns(weight) => kernel::forward(x, weight, bias, im, scratch, y),
+        }
+    }
+}
 
 /// `y[n, o, i, j] = b[o] + Σ_{c, dy, dx} x[n, c, i + dy − 1, j + dx − 1] · W[o, c, dy, dx]`,
 /// zero outside the image: the project's operation on the CPU, burn's `conv2d` elsewhere.
@@ -116,10 +148,11 @@ impl Conv3x3Kernels for Flex {
         let (dtype, im) = (x.dtype(), Image { c, h, w });
         let [x, weight, bias] = [&x, &weight, &bias].map(|t| t.to_contiguous());
         let [x, weight, bias] = [&x, &weight, &bias].map(|t| f32_values(t));
+        let plan = Plan::new(&weight, o, im);
         let mut y = vec![0f32; n * o * h * w];
         y.par_chunks_mut(o * h * w).zip(x.par_chunks(c * h * w)).for_each_init(
-            || vec![0f32; im.cols_len()],
-            |cols, (y, x)| kernel::forward(x, &weight, &bias, im, cols, y),
+            || vec![0f32; plan.scratch_len(im)],
+            |scratch, (y, x)| plan.forward(x, &bias, im, scratch, y),
         );
         from_f32(y, Shape::new([n, o, h, w]), dtype)
     }
@@ -133,10 +166,11 @@ impl Conv3x3Kernels for Flex {
         let per_task = n.div_ceil(TASKS).max(1);
         let (out_im, zeros) = (Image { c: o, h, w }, vec![0f32; c]);
         let flipped = kernel::flipped(&weight, o, c);
+        let input_grad = Plan::new(&flipped, c, out_im);
         let (mut dx, mut dw, mut db) = (vec![0f32; n * image], vec![0f32; o * 9 * c], vec![0f32; o]);
         // Each task: its images' input gradients (its own part of dx) and its own sums for dWᵀ, db.
-        // Scratch kept across the tasks a thread runs: im2col and the gradient copy write every
-        // element they read, so it is never zeroed again.
+        // Scratch kept across the tasks a thread runs: im2col, the padded copy and the gradient
+        // copy write every element they read, so it is never zeroed again.
         let sums: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(per_task * image)
             .zip(x.par_chunks(per_task * image).zip(dy.par_chunks(per_task * out)))
@@ -144,7 +178,8 @@ impl Conv3x3Kernels for Flex {
                 || (Vec::new(), Vec::new()),
                 |(cols, dy_wide): &mut (Vec<f32>, Vec<f32>), (dx, (x, dy))| {
                     let images = x.len() / image;
-                    cols.resize(cols.len().max((images * im.cols_len()).max(out_im.cols_len())), 0.0);
+                    let weight_scratch = if want_w { images * im.cols_len() } else { 0 };
+                    cols.resize(cols.len().max(weight_scratch.max(input_grad.scratch_len(out_im))), 0.0);
                     let (mut dwt, mut db) = (vec![0f32; 9 * c * o], vec![0f32; o]);
                     if want_w || want_b {
                         dy_wide.resize(dy_wide.len().max(if want_w { dy.len() } else { 0 }), 0.0);
@@ -152,7 +187,7 @@ impl Conv3x3Kernels for Flex {
                     }
                     if want_x {
                         for (dx, dy) in dx.chunks_exact_mut(image).zip(dy.chunks_exact(out)) {
-                            kernel::forward(dy, &flipped, &zeros, out_im, cols, dx);
+                            input_grad.forward(dy, &zeros, out_im, cols, dx);
                         }
                     }
                     (dwt, db)
@@ -197,8 +232,10 @@ mod tests {
 
     #[test]
     fn values_and_gradients_match_burns_conv2d_in_f32_and_bf16() {
-        // 17 images do not fill the 16 tasks evenly; a one-pixel-high plane; no bias; no input gradient.
-        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([2, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false)] {
+        // 17 images do not fill the 16 tasks evenly; a one-pixel-high plane; no bias; no input
+        // gradient. Widths 8 and 4 (with an even height) take the direct kernel where the CPU has
+        // AVX2, the others the columns.
+        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([2, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 7, true, true)] {
             let (x, weight, b) = (randn([n, c, w, h], 1), randn([o, c, 3, 3], 2), randn([1, 1, 1, o], 3));
             let upstream = randn([n, o, h, w], 4);
             for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
