@@ -7,6 +7,10 @@
 //! padded plane at each tap's offset instead of from packed columns). Per channel and tap it
 //! loads two vectors of 8 pixels and broadcasts 6 weights for 12 fused multiply-adds.
 //!
+//! The weight gradient, `dWᵀ[(c, t), o] = Σ_n Σ_p x_pad,n[c, p + shift(t)] · dy_n[o, p]`, is the
+//! same product the other way round: a tile of 6 rows `(c, t)` × 16 output channels, over every
+//! pixel one load of 16 values of `dyᵀ` `[HW, O]` and 6 broadcasts from the padded plane.
+//!
 //! Pixels go in segments of 8 consecutive output pixels: a part of one row when `W` is a multiple
 //! of 8, two whole rows when `W = 4` (two 4-lane halves from two padded rows). Other widths, and
 //! CPUs without AVX2 and FMA, take the columns and matrix products of [`super::kernel`].
@@ -77,6 +81,34 @@ pub fn forward(x: &[f32], weight: &Packed, bias: &[f32], im: Image, padded: &mut
     // SAFETY: `available` checked AVX2 and FMA and the plane's width; the sizes are asserted above.
     unsafe {
         if im.w == 4 { avx2::forward::<true>(padded, weight, bias, im, y) } else { avx2::forward::<false>(padded, weight, bias, im, y) }
+    }
+}
+
+/// Whether this CPU takes the direct weight gradient for `o` output channels: AVX2 and FMA, and
+/// `O` a multiple of 8 (one or two vectors of output channels per tile). Any plane.
+pub fn weight_grads_available(o: usize) -> bool {
+    o % 8 == 0 && o > 0 && has_avx2_fma()
+}
+
+/// Adds a group of images' weight gradients onto `dwt` `[9C, O]` (row `(c, t)`): `xs` holds the
+/// images `[k, C, H, W]`, `dys` their output gradients `[k, O, H, W]`; `padded`
+/// ([`padded_len`]) and `dy_t` (`O·H·W`) are scratch, written before they are read. Needs
+/// [`weight_grads_available`]`(O)`.
+pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, padded: &mut [f32], dy_t: &mut [f32], dwt: &mut [f32]) {
+    let (image, hw) = (im.c * im.pixels(), im.pixels());
+    let o = dwt.len() / (9 * im.c);
+    assert!(weight_grads_available(o), "the direct weight gradient does not take {o} channels on this CPU");
+    assert!(dwt.len() == 9 * im.c * o && dys.len() * im.c == xs.len() * o && padded.len() >= padded_len(im) && dy_t.len() >= o * hw, "buffer sizes");
+    for (x, dy) in xs.chunks_exact(image).zip(dys.chunks_exact(o * hw)) {
+        pad(x, im, padded);
+        for (oi, row) in dy.chunks_exact(hw).enumerate() {
+            row.iter().enumerate().for_each(|(p, &v)| dy_t[p * o + oi] = v);
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `weight_grads_available` checked AVX2, FMA and `O`; the sizes are asserted above.
+        unsafe {
+            avx2::weight_grads(padded, dy_t, im, dwt)
+        };
     }
 }
 
@@ -169,6 +201,71 @@ mod avx2 {
             }
         }
     }
+
+    /// One image's `dwt` `[9C, O]` += its products, from `padded` `[C, H + 2, W + 2]` and `dy_t`
+    /// `[HW, O]`: for every tile of 16 output channels (or a last one of 8), every tile of 6
+    /// rows `(c, t)`, over all pixels. A last tile of fewer rows repeats row 0 and drops it.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `padded` and `dy_t` as above, `O` a multiple of 8, `dwt` `9C·O` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_grads(padded: &[f32], dy_t: &[f32], im: Image, dwt: &mut [f32]) {
+        let (pw, plane) = (im.w + 2, (im.w + 2) * (im.h + 2));
+        let rows = 9 * im.c;
+        let o = dwt.len() / rows;
+        let (x, dy, out) = (padded.as_ptr(), dy_t.as_ptr(), dwt.as_mut_ptr());
+        for block in (0..o).step_by(16) {
+            let two = block + 16 <= o;
+            for first in (0..rows).step_by(TILE_O) {
+                let count = (rows - first).min(TILE_O);
+                // Where row `(c, t)` reads pixel `(0, 0)`: its plane and the tap's shift.
+                let base: [usize; TILE_O] = std::array::from_fn(|r| {
+                    let row = if r < count { first + r } else { first };
+                    let (c, t) = (row / 9, row % 9);
+                    c * plane + (t / 3) * pw + t % 3
+                });
+                let mut acc = [[_mm256_setzero_ps(); 2]; TILE_O];
+                // SAFETY: rows `first..first + count` of `dwt`, channels `block..block + 8` (or
+                // `+ 16` when `two`) of each, lie inside `dwt` (`O` a multiple of 8).
+                unsafe {
+                    for (r, pair) in acc.iter_mut().enumerate().take(count) {
+                        let at = out.add((first + r) * o + block);
+                        pair[0] = _mm256_loadu_ps(at);
+                        if two {
+                            pair[1] = _mm256_loadu_ps(at.add(8));
+                        }
+                    }
+                }
+                for i in 0..im.h {
+                    for j in 0..im.w {
+                        let (q, p) = (i * pw + j, i * im.w + j);
+                        // SAFETY: `q + base[r] ≤ (H − 1 + 2)·pw + W − 1 + 2` is inside the planes,
+                        // `p·O + block + 16 ≤ HW·O` (or `+ 8` when not `two`) inside `dy_t`.
+                        unsafe {
+                            let d = dy.add(p * o + block);
+                            let d0 = _mm256_loadu_ps(d);
+                            let d1 = if two { _mm256_loadu_ps(d.add(8)) } else { d0 };
+                            for (pair, &b) in acc.iter_mut().zip(&base) {
+                                let v = _mm256_broadcast_ss(&*x.add(b + q));
+                                pair[0] = _mm256_fmadd_ps(v, d0, pair[0]);
+                                pair[1] = _mm256_fmadd_ps(v, d1, pair[1]);
+                            }
+                        }
+                    }
+                }
+                // SAFETY: as for the loads above.
+                unsafe {
+                    for (r, pair) in acc.iter().enumerate().take(count) {
+                        let at = out.add((first + r) * o + block);
+                        _mm256_storeu_ps(at, pair[0]);
+                        if two {
+                            _mm256_storeu_ps(at.add(8), pair[1]);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +312,35 @@ mod tests {
                 assert!((*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, element {p}: {got} against {want}");
             }
         }
+    }
+
+    #[test]
+    fn weight_grads_add_the_sum_over_images_and_pixels() {
+        if !has_avx2_fma() {
+            return;
+        }
+        // (C, H, W, O): 9C not a multiple of the 6-row tile, odd planes, a single pixel, two
+        // vectors of channels and one (O = 24 = 16 + 8), W = 4.
+        for (c, h, w, o) in [(3, 5, 7, 8), (2, 4, 8, 16), (1, 1, 1, 24), (4, 3, 4, 8), (2, 6, 5, 40)] {
+            let (im, k, hw) = (Image { c, h, w }, 2, h * w);
+            let (xs, dys, start) = (values(k * c * hw, 4), values(k * o * hw, 5), values(9 * c * o, 6));
+            let (mut padded, mut dy_t, mut dwt) = (vec![f32::NAN; padded_len(im)], vec![f32::NAN; o * hw], start.clone());
+            weight_grads(&xs, &dys, im, &mut padded, &mut dy_t, &mut dwt);
+            for (idx, got) in dwt.iter().enumerate() {
+                let ((ci, t), oi) = ((idx / o / 9, idx / o % 9), idx % o);
+                let mut want = start[idx] as f64;
+                for n in 0..k {
+                    for p in 0..hw {
+                        let (ii, jj) = ((p / w + t / 3) as isize - 1, (p % w + t % 3) as isize - 1);
+                        if (0..h as isize).contains(&ii) && (0..w as isize).contains(&jj) {
+                            want += xs[((n * c + ci) * h + ii as usize) * w + jj as usize] as f64 * dys[(n * o + oi) * hw + p] as f64;
+                        }
+                    }
+                }
+                assert!((*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, dWᵀ[{idx}]: {got} against {want}");
+            }
+        }
+        assert!(!weight_grads_available(12) && !weight_grads_available(0));
     }
 
     #[test]

@@ -93,32 +93,33 @@ pub fn flipped(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
     out
 }
 
-/// Adds a group of images' weight and bias gradients onto `dwt` and `db` `[O]` (each when asked):
-/// `dWᵀ += [cols_1 … cols_k] · [dy_1 … dy_k]ᵀ`, one product over all their pixels, `[9C, O]`.
+/// Adds the bias gradient of a group of images onto `db` `[O]`: `db[o] += Σ_n Σ_p dy_n[o, p]`,
+/// from their output gradients `dys` `[k, O, H, W]` with `hw = H·W`.
+pub fn bias_grads(dys: &[f32], hw: usize, db: &mut [f32]) {
+    for dy in dys.chunks_exact(db.len() * hw) {
+        for (b, row) in db.iter_mut().zip(dy.chunks_exact(hw)) {
+            *b += row.iter().sum::<f32>();
+        }
+    }
+}
+
+/// Adds a group of images' weight gradients onto `dwt` `[9C, O]`:
+/// `dWᵀ += [cols_1 … cols_k] · [dy_1 … dy_k]ᵀ`, one product over all their pixels.
 /// (`dW · …` would make gemm pack the transposed `9C × k·HW` columns, the larger operand, with
 /// a strided gather: 5 % of a step, perf.) `xs` holds the images `[k, C, H, W]`, `dys` their
 /// output gradients `[k, O, H, W]`; `cols` (`k·`[`Image::cols_len`]) and `dy_wide` (`k·O·HW`)
 /// are scratch.
-pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, cols: &mut [f32], dy_wide: &mut [f32], dwt: Option<&mut [f32]>, db: Option<&mut [f32]>) {
+pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, cols: &mut [f32], dy_wide: &mut [f32], dwt: &mut [f32]) {
     let hw = im.pixels();
     let (k, out) = (xs.len() / (im.c * hw), dys.len() / (xs.len() / (im.c * hw)));
     let (o, ld) = (out / hw, k * hw);
-    if let Some(db) = db {
-        for dy in dys.chunks_exact(out) {
-            for (b, row) in db.iter_mut().zip(dy.chunks_exact(hw)) {
-                *b += row.iter().sum::<f32>();
-            }
+    for (j, (x, dy)) in xs.chunks_exact(im.c * hw).zip(dys.chunks_exact(out)).enumerate() {
+        im2col(x, im, &mut cols[j * hw..], ld);
+        for (r, row) in dy.chunks_exact(hw).enumerate() {
+            dy_wide[r * ld + j * hw..][..hw].copy_from_slice(row);
         }
     }
-    if let Some(dwt) = dwt {
-        for (j, (x, dy)) in xs.chunks_exact(im.c * hw).zip(dys.chunks_exact(out)).enumerate() {
-            im2col(x, im, &mut cols[j * hw..], ld);
-            for (r, row) in dy.chunks_exact(hw).enumerate() {
-                dy_wide[r * ld + j * hw..][..hw].copy_from_slice(row);
-            }
-        }
-        matmul(dwt, cols, false, dy_wide, true, [9 * im.c, o, ld], 1.0, true);
-    }
+    matmul(dwt, cols, false, dy_wide, true, [9 * im.c, o, ld], 1.0, true);
 }
 
 #[cfg(test)]
@@ -183,7 +184,7 @@ mod tests {
 
             let (mut grouped, mut single) = (vec![0f32; o * c * 9], vec![0f64; o * c * 9]);
             let mut dy_wide = vec![f32::NAN; 3 * o * h * w];
-            weight_grads(&x, &g, im, &mut cols, &mut dy_wide, Some(&mut grouped), None);
+            weight_grads(&x, &g, im, &mut cols, &mut dy_wide, &mut grouped);
             for n in 0..3 {
                 let mut one = vec![f32::NAN; im.cols_len()];
                 im2col(&x[n * c * h * w..][..c * h * w], im, &mut one, h * w);

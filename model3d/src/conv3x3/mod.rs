@@ -3,9 +3,9 @@
 //! transposes the whole input to channels-last and builds its im2col tiles on one core with a
 //! scalar loop, and its input gradient is a transposed convolution with a scalar col2im; together
 //! they took about a third of a tiny_video training step (BENCHMARKS.md). Here every image is one
-//! task: its forward and input-gradient passes read the zero-padded plane directly ([`direct`],
-//! AVX2) or, on other CPUs and plane widths, each tap's columns as one shifted copy of the plane
-//! and one matrix product ([`kernel`]); the weight gradient is one matrix product over columns.
+//! task: its passes read the zero-padded plane directly ([`direct`], AVX2) or, on other CPUs and
+//! shapes, each tap's columns as one shifted copy of the plane and one matrix product
+//! ([`kernel`]).
 //!
 //! The same mechanism as [`crate::attention`]: a burn backend extension (`#[backend_extension]`,
 //! routed by burn-dispatch) implemented for burn-flex, and for `Autodiff<B, C>` with a
@@ -167,6 +167,7 @@ impl Conv3x3Kernels for Flex {
         let (out_im, zeros) = (Image { c: o, h, w }, vec![0f32; c]);
         let flipped = kernel::flipped(&weight, o, c);
         let input_grad = Plan::new(&flipped, c, out_im);
+        let direct_w = direct::weight_grads_available(o);
         let (mut dx, mut dw, mut db) = (vec![0f32; n * image], vec![0f32; o * 9 * c], vec![0f32; o]);
         // Each task: its images' input gradients (its own part of dx) and its own sums for dWᵀ, db.
         // Scratch kept across the tasks a thread runs: im2col, the padded copy and the gradient
@@ -178,12 +179,24 @@ impl Conv3x3Kernels for Flex {
                 || (Vec::new(), Vec::new()),
                 |(cols, dy_wide): &mut (Vec<f32>, Vec<f32>), (dx, (x, dy))| {
                     let images = x.len() / image;
-                    let weight_scratch = if want_w { images * im.cols_len() } else { 0 };
+                    let weight_scratch = match (want_w, direct_w) {
+                        (false, _) => 0,
+                        (true, true) => direct::padded_len(im),
+                        (true, false) => images * im.cols_len(),
+                    };
                     cols.resize(cols.len().max(weight_scratch.max(input_grad.scratch_len(out_im))), 0.0);
                     let (mut dwt, mut db) = (vec![0f32; 9 * c * o], vec![0f32; o]);
-                    if want_w || want_b {
-                        dy_wide.resize(dy_wide.len().max(if want_w { dy.len() } else { 0 }), 0.0);
-                        kernel::weight_grads(x, dy, im, cols, dy_wide, want_w.then_some(&mut dwt[..]), want_b.then_some(&mut db[..]));
+                    if want_b {
+                        kernel::bias_grads(dy, h * w, &mut db);
+                    }
+                    if want_w {
+                        // The transposed dy of one image, or the gradients of all side by side.
+                        dy_wide.resize(dy_wide.len().max(if direct_w { out } else { dy.len() }), 0.0);
+                        if direct_w {
+                            direct::weight_grads(x, dy, im, cols, dy_wide, &mut dwt);
+                        } else {
+                            kernel::weight_grads(x, dy, im, cols, dy_wide, &mut dwt);
+                        }
                     }
                     if want_x {
                         for (dx, dy) in dx.chunks_exact_mut(image).zip(dy.chunks_exact(out)) {
@@ -234,8 +247,8 @@ mod tests {
     fn values_and_gradients_match_burns_conv2d_in_f32_and_bf16() {
         // 17 images do not fill the 16 tasks evenly; a one-pixel-high plane; no bias; no input
         // gradient. Widths 8 and 4 (with an even height) take the direct kernel where the CPU has
-        // AVX2, the others the columns.
-        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([2, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 7, true, true)] {
+        // AVX2, the others the columns; 8 and 16 output channels its weight gradient.
+        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([2, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 16, true, true)] {
             let (x, weight, b) = (randn([n, c, w, h], 1), randn([o, c, 3, 3], 2), randn([1, 1, 1, o], 3));
             let upstream = randn([n, o, h, w], 4);
             for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
