@@ -2,7 +2,20 @@
 
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
+    work_in_rayons_pool();
     pipeline::cli::main()
+}
+
+/// This thread becomes one of the workers of rayon's global pool (where burn-flex and the
+/// project's CPU kernels run), so that its parallel loops run here, in place, with the other
+/// workers stealing halves, instead of being sent to the pool while this thread sleeps: as many
+/// threads as cores (`RAYON_NUM_THREADS` or all of them), where before one more woke and slept
+/// for every parallel operation (the scheduler took about 5 % of a training step, perf).
+fn work_in_rayons_pool() {
+    // Fails only when the pool exists already; nothing has used rayon yet.
+    if let Err(e) = rayon::ThreadPoolBuilder::new().use_current_thread().build_global() {
+        eprintln!("warning: rayon's pool was set up before sid2's main: {e}");
+    }
 }
 
 /// glibc's malloc maps every block above a threshold (128 KiB, raised as such blocks are freed,
