@@ -14,8 +14,9 @@
 //! Pixels go in segments of 8 consecutive output pixels: a part of one row when `W` is a multiple
 //! of 8, two whole rows when `W = 4` (two 4-lane halves from two padded rows). Other widths, and
 //! CPUs without AVX2 and FMA, take the columns and matrix products of [`super::kernel`].
-//! On the 2-core AMD EPYC (Zen 3) of the build machines this ran 1.2-1.8x faster than
-//! im2col and gemm 0.19 at the shapes of `small_video` (BENCHMARKS.md).
+//! At `small_video`'s shapes on one Zen 3 core it ran 1.15-1.8x faster than im2col and gemm
+//! 0.19 and faster than PyTorch's oneDNN convolution (BENCHMARKS.md, "The 3×3 convolutions
+//! straight from the padded plane").
 
 use super::kernel::Image;
 
