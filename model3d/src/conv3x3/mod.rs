@@ -181,7 +181,7 @@ impl Conv3x3Kernels for Flex {
                     let images = x.len() / image;
                     let weight_scratch = match (want_w, direct_w) {
                         (false, _) => 0,
-                        (true, true) => direct::padded_len(im),
+                        (true, true) => images * direct::padded_len(im),
                         (true, false) => images * im.cols_len(),
                     };
                     cols.resize(cols.len().max(weight_scratch.max(input_grad.scratch_len(out_im))), 0.0);
@@ -190,8 +190,8 @@ impl Conv3x3Kernels for Flex {
                         kernel::bias_grads(dy, h * w, &mut db);
                     }
                     if want_w {
-                        // The transposed dy of one image, or the gradients of all side by side.
-                        dy_wide.resize(dy_wide.len().max(if direct_w { out } else { dy.len() }), 0.0);
+                        // The images' dy transposed, or side by side.
+                        dy_wide.resize(dy_wide.len().max(dy.len()), 0.0);
                         if direct_w {
                             direct::weight_grads(x, dy, im, cols, dy_wide, &mut dwt);
                         } else {
