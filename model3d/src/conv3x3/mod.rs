@@ -207,11 +207,14 @@ impl Conv3x3Kernels for Flex {
                 },
             )
             .collect();
+        // The tasks' dWᵀ summed in their own layout (contiguous adds), then transposed once.
+        let mut dwt = vec![0f32; 9 * c * o];
         for (task_dwt, task_db) in sums {
-            for (k, row) in task_dwt.chunks_exact(o).enumerate() {
-                row.iter().enumerate().for_each(|(oi, v)| dw[oi * 9 * c + k] += v);
-            }
+            dwt.iter_mut().zip(task_dwt).for_each(|(a, b)| *a += b);
             db.iter_mut().zip(task_db).for_each(|(a, b)| *a += b);
+        }
+        for (k, row) in dwt.chunks_exact(o).enumerate() {
+            row.iter().enumerate().for_each(|(oi, v)| dw[oi * 9 * c + k] = *v);
         }
         [
             want_x.then(|| from_f32(dx, Shape::new([n, c, h, w]), x_dtype)),
