@@ -32,6 +32,35 @@ pub fn exp(x: f32) -> f32 {
     if x < LO { 0.0 } else { e_r * two_n }
 }
 
+/// Lanes of the kernels' reductions: independent partial sums the compiler keeps in one vector.
+/// (A float sum into one accumulator is a chain of dependent adds, which never vectorises.)
+pub const LANES: usize = 8;
+
+/// `K` sums of `term(a_i, b_i)` over two slices of one length, each in [`LANES`] lanes that are
+/// added in a fixed order at the end, so that the result depends on the length alone.
+#[inline(always)]
+pub fn lane_sums<const K: usize>(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> [f32; K]) -> [f32; K] {
+    assert_eq!(a.len(), b.len(), "paired slices");
+    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let mut out = [0f32; K];
+    for (&x, &y) in chunks_a.remainder().iter().zip(chunks_b.remainder()) {
+        out.iter_mut().zip(term(x, y)).for_each(|(o, t)| *o += t);
+    }
+    let mut acc = [[0f32; LANES]; K];
+    for (xs, ys) in chunks_a.zip(chunks_b) {
+        for lane in 0..LANES {
+            let t = term(xs[lane], ys[lane]);
+            for (sums, t) in acc.iter_mut().zip(t) {
+                sums[lane] += t;
+            }
+        }
+    }
+    for (o, sums) in out.iter_mut().zip(acc) {
+        *o += sums.iter().sum::<f32>();
+    }
+    out
+}
+
 /// Defines `$vis fn $name`, which calls `$body` compiled for AVX2 and FMA when this CPU has them
 /// (loops then vectorise 8 lanes wide) and as built otherwise. `$body` should be
 /// `#[inline(always)]`, so that it is compiled into each version.
@@ -202,6 +231,18 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn lane_sums_add_every_term_once() {
+        // Lengths below, at and past one chunk of lanes, with a remainder.
+        for n in [0, 3, 8, 21, 64] {
+            let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32 / 4.0).collect();
+            let [s, p] = lane_sums(&a, &b, |x, y| [x, x * y]);
+            let (want_s, want_p) = (a.iter().sum::<f32>(), a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>());
+            assert!((s - want_s).abs() <= 1e-4 * (1.0 + want_s.abs()) && (p - want_p).abs() <= 1e-4 * (1.0 + want_p.abs()), "{n}: {s} {p}");
         }
     }
 

@@ -24,7 +24,7 @@ use burn::nn::GroupNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu::{f32_values, from_f32, wide};
+use crate::cpu::{f32_values, from_f32, lane_sums, wide};
 
 /// Images per parallel task of the backward pass is `⌈N / TASKS⌉`: each task sums its own
 /// `dγ`, `dβ` and the tasks' sums are added in order, so the result depends on the shape alone,
@@ -106,13 +106,14 @@ impl<B: GroupNormKernels, C: CheckpointStrategy> GroupNormBackend for Autodiff<B
 }
 
 /// `(μ, 1/√(σ² + ε))` of a group's values, the variance as the mean squared deviation (two
-/// passes, as burn does: no cancellation when the mean is large).
+/// passes, as burn does: no cancellation when the mean is large), each sum in vector lanes.
 #[inline(always)]
 fn moments(x: &[f32], epsilon: f32) -> (f32, f32) {
     let m = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / m;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / m;
-    (mean, 1.0 / (var + epsilon).sqrt())
+    let [sum] = lane_sums(x, x, |v, _| [v]);
+    let mean = sum / m;
+    let [squares] = lane_sums(x, x, |v, _| [(v - mean) * (v - mean)]);
+    (mean, 1.0 / (squares / m + epsilon).sqrt())
 }
 
 /// One image `[C, P]`: `y = γ∘x̂ + β` per group of `C/G` channels.
@@ -143,7 +144,7 @@ fn backward_body(x: &[f32], gamma: &[f32], groups: usize, epsilon: f32, dy: &[f3
         let (mut sum_g, mut sum_gx) = (0f32, 0f32);
         for (k, (x, dy)) in x.chunks_exact(pixels).zip(dy.chunks_exact(pixels)).enumerate() {
             let channel = g * channels + k;
-            let (s, sx) = dy.iter().zip(x).fold((0f32, 0f32), |(s, sx), (&dy, &x)| (s + dy, sx + dy * (x - mean) * inv));
+            let [s, sx] = lane_sums(dy, x, |dy, x| [dy, dy * (x - mean) * inv]);
             dbeta[channel] += s;
             dgamma[channel] += sx;
             sum_g += gamma[channel] * s;

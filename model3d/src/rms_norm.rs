@@ -23,7 +23,7 @@ use burn::nn::RmsNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu::{f32_values, from_f32, wide};
+use crate::cpu::{f32_values, from_f32, lane_sums, wide};
 
 /// Elements per parallel task (whole rows): large enough that splitting costs nothing next to
 /// the work. The backward pass sums `dg` per task and adds the tasks' sums in order, so the
@@ -102,7 +102,7 @@ impl<B: RmsNormKernels, C: CheckpointStrategy> RmsNormBackend for Autodiff<B, C>
 /// `1/√(mean(row²) + ε)`.
 #[inline(always)]
 fn inverse_rms(row: &[f32], epsilon: f32) -> f32 {
-    let squares = row.iter().map(|v| v * v).sum::<f32>();
+    let [squares] = lane_sums(row, row, |v, _| [v * v]);
     1.0 / (squares / row.len() as f32 + epsilon).sqrt()
 }
 

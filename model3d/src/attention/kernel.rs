@@ -7,14 +7,11 @@
 //!
 //! Every matrix is row-major: `q` `[n_q, d]`, `k` and `v` `[n_k, d]`, `o` `[n_q, d]`, `lse` `[n_q]`.
 
-use crate::cpu::{exp, matmul, wide};
+use crate::cpu::{LANES, exp, matmul, wide};
 
 /// Rows of queries and of keys per block: 128 was the fastest of 64 to 512 for tiny_video's
 /// heads (1024 tokens, d = 16; BENCHMARKS.md); a block of scores is 64 KiB, within L2.
 pub const BLOCK: usize = 128;
-
-/// Lanes of the reductions below: independent partial results the compiler keeps in one vector.
-const LANES: usize = 8;
 
 /// The largest of `init` and the row's values.
 #[inline(always)]
