@@ -61,6 +61,33 @@ pub fn lane_sums<const K: usize>(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -
     out
 }
 
+/// Whether this CPU has AVX2 and FMA, which the kernels' wide versions are compiled for.
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `dst` `[cols, rows]` = `src` `[rows, cols]` transposed, in 8 × 8 blocks so that reads and
+/// writes each stay within a few cache lines.
+pub fn transpose(src: &[f32], [rows, cols]: [usize; 2], dst: &mut [f32]) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "a [{rows}, {cols}] matrix");
+    for r0 in (0..rows).step_by(8) {
+        for c0 in (0..cols).step_by(8) {
+            for r in r0..(r0 + 8).min(rows) {
+                for c in c0..(c0 + 8).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
 /// Defines `$vis fn $name`, which calls `$body` compiled for AVX2 and FMA when this CPU has them
 /// (loops then vectorise 8 lanes wide) and as built otherwise. `$body` should be
 /// `#[inline(always)]`, so that it is compiled into each version.
@@ -76,7 +103,7 @@ macro_rules! wide {
                 fn wide($($arg: $ty),*) {
                     $body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                if $crate::cpu::has_avx2_fma() {
                     // SAFETY: the CPU has the features `wide` is compiled for.
                     return unsafe { wide($($arg),*) };
                 }

@@ -19,6 +19,7 @@
 //! straight from the padded plane").
 
 use super::kernel::Image;
+use crate::cpu::{has_avx2_fma, transpose};
 
 /// Output channels per register tile.
 const TILE_O: usize = 6;
@@ -28,17 +29,6 @@ const TILE_O: usize = 6;
 pub fn available(im: Image) -> bool {
     let width = im.w % 8 == 0 || (im.w == 4 && im.h % 2 == 0);
     width && im.h > 0 && im.w > 0 && has_avx2_fma()
-}
-
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// A weight `[O, C, 3, 3]` in the order the kernel reads it: `[⌈O/6⌉, C, 9, 6]`, the output
@@ -110,20 +100,6 @@ pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, padded: &mut [f32], dy_t
     unsafe {
         avx2::weight_grads(padded, dy_t, im, k, dwt)
     };
-}
-
-/// `dst` `[cols, rows]` = `src` `[rows, cols]` transposed, in 8 × 8 blocks so that both sides
-/// stay in a few cache lines (a plain scatter strided by `rows` was 5 % of a cifar10 step, perf).
-fn transpose(src: &[f32], [rows, cols]: [usize; 2], dst: &mut [f32]) {
-    for r0 in (0..rows).step_by(8) {
-        for c0 in (0..cols).step_by(8) {
-            for r in r0..(r0 + 8).min(rows) {
-                for c in c0..(c0 + 8).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    }
 }
 
 /// The planes of `x` (`[.., H, W]`, one image or several) into `padded` `[.., H + 2, W + 2]` with

@@ -28,7 +28,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
-use crate::cpu::{dims, f32_values, from_f32};
+use crate::cpu::{dims, f32_values, from_f32, transpose};
 use kernel::Image;
 
 /// Tasks of the backward pass, each over consecutive images. Each task sums its own weight
@@ -213,9 +213,7 @@ impl Conv3x3Kernels for Flex {
             dwt.iter_mut().zip(task_dwt).for_each(|(a, b)| *a += b);
             db.iter_mut().zip(task_db).for_each(|(a, b)| *a += b);
         }
-        for (k, row) in dwt.chunks_exact(o).enumerate() {
-            row.iter().enumerate().for_each(|(oi, v)| dw[oi * 9 * c + k] = *v);
-        }
+        transpose(&dwt, [9 * c, o], &mut dw);
         [
             want_x.then(|| from_f32(dx, Shape::new([n, c, h, w]), x_dtype)),
             want_w.then(|| from_f32(dw, Shape::new([o, c, 3, 3]), w_dtype)),
