@@ -104,7 +104,7 @@ pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, padded: &mut [f32], dy_t
 
 /// The planes of `x` (`[.., H, W]`, one image or several) into `padded` `[.., H + 2, W + 2]` with
 /// a border of zeros.
-fn pad(x: &[f32], im: Image, padded: &mut [f32]) {
+pub(super) fn pad(x: &[f32], im: Image, padded: &mut [f32]) {
     let (pw, plane) = (im.w + 2, (im.w + 2) * (im.h + 2));
     for (dst, src) in padded.chunks_exact_mut(plane).zip(x.chunks_exact(im.pixels())) {
         dst[..pw].fill(0.0);

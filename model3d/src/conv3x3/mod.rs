@@ -14,6 +14,7 @@
 
 pub mod direct;
 pub mod kernel;
+pub mod winograd;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -36,9 +37,11 @@ use kernel::Image;
 /// never on how rayon schedules the tasks (training resumes exactly).
 const TASKS: usize = 16;
 
-/// How the forward and input-gradient passes of one op call run: straight from the padded input
-/// where [`direct::available`], else through im2col columns and gemm.
+/// How the forward and input-gradient passes of one op call run: by Winograd's F(2×2, 3×3) where
+/// [`winograd::available`], else straight from the padded input where [`direct::available`],
+/// else through im2col columns and gemm.
 enum Plan<'a> {
+    Winograd(winograd::Transformed),
     Direct(direct::Packed),
     Columns(&'a [f32]),
 }
@@ -46,12 +49,19 @@ enum Plan<'a> {
 impl<'a> Plan<'a> {
     /// For `weight` `[O, C, 3, 3]` (contiguous) applied to images of `im`.
     fn new(weight: &'a [f32], o: usize, im: Image) -> Self {
-        if direct::available(im) { Self::Direct(direct::Packed::new(weight, o, im.c)) } else { Self::Columns(weight) }
+        if winograd::available(im) {
+            Self::Winograd(winograd::Transformed::new(weight, o, im.c))
+        } else if direct::available(im) {
+            Self::Direct(direct::Packed::new(weight, o, im.c))
+        } else {
+            Self::Columns(weight)
+        }
     }
 
-    /// Scratch elements one image needs.
-    fn scratch_len(&self, im: Image) -> usize {
+    /// Scratch elements one image needs for `o` output channels.
+    fn scratch_len(&self, im: Image, o: usize) -> usize {
         match self {
+            Self::Winograd(_) => winograd::scratch_len(im, o),
             Self::Direct(_) => direct::padded_len(im),
             Self::Columns(_) => im.cols_len(),
         }
@@ -60,6 +70,7 @@ impl<'a> Plan<'a> {
     /// One image's `y` `[O, H, W]` from `x` `[C, H, W]` and `bias` `[O]`.
     fn forward(&self, x: &[f32], bias: &[f32], im: Image, scratch: &mut [f32], y: &mut [f32]) {
         match self {
+            Self::Winograd(transformed) => winograd::forward(x, transformed, bias, im, scratch, y),
             Self::Direct(packed) => direct::forward(x, packed, bias, im, scratch, y),
             Self::Columns(weight) => kernel::forward(x, weight, bias, im, scratch, y),
         }
@@ -151,7 +162,7 @@ impl Conv3x3Kernels for Flex {
         let plan = Plan::new(&weight, o, im);
         let mut y = vec![0f32; n * o * h * w];
         y.par_chunks_mut(o * h * w).zip(x.par_chunks(c * h * w)).for_each_init(
-            || vec![0f32; plan.scratch_len(im)],
+            || vec![0f32; plan.scratch_len(im, o)],
             |scratch, (y, x)| plan.forward(x, &bias, im, scratch, y),
         );
         from_f32(y, Shape::new([n, o, h, w]), dtype)
@@ -184,7 +195,7 @@ impl Conv3x3Kernels for Flex {
                         (true, true) => images * direct::padded_len(im),
                         (true, false) => images * im.cols_len(),
                     };
-                    cols.resize(cols.len().max(weight_scratch.max(input_grad.scratch_len(out_im))), 0.0);
+                    cols.resize(cols.len().max(weight_scratch.max(input_grad.scratch_len(out_im, c))), 0.0);
                     let (mut dwt, mut db) = (vec![0f32; 9 * c * o], vec![0f32; o]);
                     if want_b {
                         kernel::bias_grads(dy, h * w, &mut db);

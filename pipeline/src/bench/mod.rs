@@ -82,6 +82,24 @@ pub enum What {
         #[arg(long, default_value_t = 3, value_parser = crate::globals::at_least_one)]
         reps: usize,
     },
+    /// The 3×3 convolution (stride 1, padding 1) forward, and forward + backward, at one shape:
+    /// the project's operation on the CPU, burn's `conv2d` elsewhere.
+    Conv {
+        #[arg(long, default_value_t = 32, value_parser = crate::globals::at_least_one)]
+        batch: usize,
+        /// Input channels.
+        #[arg(long, default_value_t = 64, value_parser = crate::globals::at_least_one)]
+        c_in: usize,
+        /// Output channels.
+        #[arg(long, default_value_t = 64, value_parser = crate::globals::at_least_one)]
+        c_out: usize,
+        /// Side of the square planes.
+        #[arg(long, default_value_t = 16, value_parser = crate::globals::size_up_to_65536)]
+        size: usize,
+        /// Timed repetitions after one warm-up.
+        #[arg(long, default_value_t = 10, value_parser = crate::globals::at_least_one)]
+        reps: usize,
+    },
     /// One kernel family on the device against an f32 CPU reference: correctness and time.
     Probe {
         #[arg(long, value_enum)]
@@ -141,6 +159,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<()> {
             let rows: Vec<AttentionBench> = tokens.iter().flat_map(|&n| [true, false].map(|flash| attention(&device, [batch, heads, n, head_dim], flash, reps))).collect();
             serde_json::to_string_pretty(&rows)?
         }
+        What::Conv { batch, c_in, c_out, size, reps } => serde_json::to_string_pretty(&conv(&globals.device()?, [batch, c_in, size, size], c_out, reps))?,
         What::Probe { case, dtype, shrink } => serde_json::to_string(&probe::run(case, dtype, &globals.device()?, shrink)?)?,
         What::Matmul { n, reps, dtype } => serde_json::to_string_pretty(&matmul(&globals.device()?, n, reps, dtype.dtype()))?,
         What::Features { batch } => serde_json::to_string_pretty(&features(&globals.device()?, batch)?)?,
@@ -277,6 +296,46 @@ pub fn attention(device: &Device, shape: [usize; 4], flash: bool, reps: usize) -
     }
     let forward_backward_s = start.elapsed().as_secs_f64() / reps as f64;
     AttentionBench { path: if flash { "flash (project)" } else { "decomposed (burn)" }, shape, forward_backward_s, peak_extra_mib: peak_rss_mib() - base }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConvBench {
+    /// Input `[N, C, H, W]`.
+    pub shape: [usize; 4],
+    pub c_out: usize,
+    pub forward_s: f64,
+    /// The forward pass and the gradients of the input, the weight and the bias.
+    pub forward_backward_s: f64,
+    /// From `2·N·O·C·9·H·W` FLOPs a pass (the input and weight gradients are one pass each).
+    pub forward_gflops: f64,
+    pub forward_backward_gflops: f64,
+}
+
+/// The 3×3 convolution of `shape` `[N, C, H, W]` into `o` channels on `device`, forward alone
+/// and forward + backward (with autodiff), each the mean of `reps` after one warm-up.
+pub fn conv(device: &Device, shape: [usize; 4], o: usize, reps: usize) -> ConvBench {
+    let ad = device.clone().autodiff();
+    let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+    let (x, weight, bias) = (Tensor::<4>::random(shape, normal, &ad).require_grad(), Tensor::<4>::random([o, shape[1], 3, 3], normal, &ad).require_grad(), Tensor::<1>::random([o], normal, &ad).require_grad());
+    let forward = || model3d::conv3x3::conv3x3(x.clone(), weight.clone(), Some(bias.clone()));
+    let inference = || model3d::conv3x3::conv3x3(x.clone().inner(), weight.clone().inner(), Some(bias.clone().inner()));
+    // Reading a value waits for the work.
+    let timed = |pass: &dyn Fn() -> f32| {
+        pass();
+        let start = Instant::now();
+        for _ in 0..reps {
+            pass();
+        }
+        start.elapsed().as_secs_f64() / reps as f64
+    };
+    let forward_s = timed(&|| inference().sum().into_scalar::<f32>());
+    let forward_backward_s = timed(&|| {
+        let grads = forward().sum().backward();
+        weight.grad(&grads).map_or(0.0, |g| g.sum().into_scalar::<f32>()) + x.grad(&grads).map_or(0.0, |g| g.sum().into_scalar::<f32>())
+    });
+    let [n, c, h, w] = shape;
+    let flop = 2.0 * (n * o * c * 9 * h * w) as f64;
+    ConvBench { shape, c_out: o, forward_s, forward_backward_s, forward_gflops: flop / forward_s / 1e9, forward_backward_gflops: 3.0 * flop / forward_backward_s / 1e9 }
 }
 
 /// Resets the kernel's peak-RSS mark (`/proc/self/clear_refs`, Linux); a no-op elsewhere.

@@ -1,0 +1,327 @@
+//! The 3×3 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray 2016, "Fast
+//! Algorithms for Convolutional Neural Networks", §4): each 2×2 block of output pixels is
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` for the 4×4 block `d` of the zero-padded input under it and
+//! the 3×3 kernel `g`, 16 multiplications where the direct sum takes 36, with
+//!
+//! ```text
+//!      ⎡1  0 −1  0⎤        ⎡1   0  0⎤
+//! Bᵀ = ⎢0  1  1  0⎥    G = ⎢½   ½  ½⎥    Aᵀ = ⎡1  1  1  0⎤
+//!      ⎢0 −1  1  0⎥        ⎢½  −½  ½⎥         ⎣0  1 −1 −1⎦
+//!      ⎣0  1  0 −1⎦        ⎣0   0  1⎦
+//! ```
+//!
+//! Summed over input channels, the 16 products of each tile become 16 matrix products, one per
+//! position `ξ = 4a + s` of the 4×4 transform: `M_ξ[o, t] = Σ_c U_ξ[o, c] · V_ξ[c, t]` with
+//! `U = G g Gᵀ` per `(o, c)` and `V = Bᵀ d B` per `(c, t)`, then `y = Aᵀ M A + b` per `(o, t)`.
+//! The products run in the register tile of [`super::direct`] (6 output channels × 16 tiles),
+//! so the multiply-adds per output pixel fall from `9C` to `4C`; the transforms are a few adds per
+//! value, vectorised along the tiles of a row.
+//!
+//! Planes with an even height and width whose tile count `(H/2)·(W/2)` is a multiple of 8 (16×16,
+//! 8×8, 32×32, ...) and CPUs with AVX2 and FMA take it; the rest take [`super::direct`] or the
+//! columns of [`super::kernel`].
+
+use super::direct::{pad, padded_len};
+use super::kernel::Image;
+use crate::cpu::has_avx2_fma;
+
+/// Output channels per register tile.
+const TILE_O: usize = 6;
+
+/// Positions of the 4×4 transform.
+const XI: usize = 16;
+
+/// Whether this CPU and this plane take the Winograd kernel: AVX2 and FMA, `H` even, `W` a
+/// multiple of 8 and `(H/2)·(W/2)` a multiple of 8 (the transforms take 8 tiles at a time, in
+/// runs of 4 along a row).
+pub fn available(im: Image) -> bool {
+    im.h > 0 && im.w > 0 && im.h % 2 == 0 && im.w % 8 == 0 && tiles(im) % 8 == 0 && has_avx2_fma()
+}
+
+/// 2×2 output tiles of one plane.
+fn tiles(im: Image) -> usize {
+    (im.h / 2) * (im.w / 2)
+}
+
+/// A weight `[O, C, 3, 3]` transformed, `U_ξ = G g Gᵀ`, in the order the products read it:
+/// `[16, ⌈O/6⌉, C, 6]`, the output channels of a register tile innermost, zeros past `O`.
+#[derive(Clone, Debug)]
+pub struct Transformed {
+    values: Vec<f32>,
+    o: usize,
+    c: usize,
+}
+
+impl Transformed {
+    /// Transforms `weight`, `[O, C, 3, 3]` stored contiguously.
+    pub fn new(weight: &[f32], o: usize, c: usize) -> Self {
+        assert_eq!(weight.len(), o * c * 9, "a weight of {o}x{c}x3x3");
+        let o_tiles = o.div_ceil(TILE_O);
+        let mut values = vec![0f32; XI * o_tiles * c * TILE_O];
+        for (oc, g) in weight.chunks_exact(9).enumerate() {
+            let (oi, ci) = (oc / c, oc % c);
+            // G g: the 3 columns of g combined down its rows.
+            let gg: [[f32; 3]; 4] = std::array::from_fn(|a| std::array::from_fn(|v| g_row(a, [g[v], g[3 + v], g[6 + v]])));
+            for (a, row) in gg.iter().enumerate() {
+                for s in 0..4 {
+                    values[(((a * 4 + s) * o_tiles + oi / TILE_O) * c + ci) * TILE_O + oi % TILE_O] = g_row(s, *row);
+                }
+            }
+        }
+        Self { values, o, c }
+    }
+}
+
+/// Row `a` of `G` applied to a 3-vector: `g0`, `(g0 + g1 + g2)/2`, `(g0 − g1 + g2)/2`, `g2`.
+fn g_row(a: usize, [g0, g1, g2]: [f32; 3]) -> f32 {
+    match a {
+        0 => g0,
+        1 => 0.5 * (g0 + g1 + g2),
+        2 => 0.5 * (g0 - g1 + g2),
+        _ => g2,
+    }
+}
+
+/// Scratch elements one image needs for `o` output channels: `V` `[16, C, T]`, `M`
+/// `[16, O, T]` and the padded input `[C, H + 2, W + 2]`.
+pub fn scratch_len(im: Image, o: usize) -> usize {
+    XI * tiles(im) * (im.c + o) + padded_len(im)
+}
+
+/// One image's output `y` `[O, H, W]` from its pixels `x` `[C, H, W]`, the transformed weight
+/// and the bias `[O]`; `scratch` holds at least [`scratch_len`] elements, each written before it
+/// is read. Needs [`available`]`(im)`.
+pub fn forward(x: &[f32], weight: &Transformed, bias: &[f32], im: Image, scratch: &mut [f32], y: &mut [f32]) {
+    assert!(available(im), "the Winograd kernel does not take {im:?} on this CPU");
+    assert_eq!((weight.c, weight.o), (im.c, bias.len()), "weight against input and bias");
+    let (o, t) = (weight.o, tiles(im));
+    assert!(x.len() >= im.c * im.pixels() && y.len() >= o * im.pixels() && scratch.len() >= scratch_len(im, o), "buffer sizes");
+    let (v, rest) = scratch.split_at_mut(XI * im.c * t);
+    let (m, padded) = rest.split_at_mut(XI * o * t);
+    pad(x, im, padded);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available` checked AVX2 and FMA and the plane's shape; the sizes are asserted
+    // above.
+    unsafe {
+        avx2::transform_input(padded, im, v);
+        avx2::products(&weight.values, v, im.c, o, t, m);
+        avx2::transform_output(m, bias, im, y);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Image, TILE_O, XI, tiles};
+
+    /// Where the run of 4 tiles from tile `t` starts: its tile row and column.
+    #[inline(always)]
+    fn tile_at(t: usize, tw: usize) -> (usize, usize) {
+        (t / tw, t % tw)
+    }
+
+    /// `v` `[16, C, T]` = `Bᵀ d B` for every channel and tile, from `padded` `[C, H + 2, W + 2]`,
+    /// 8 tiles (two runs of 4 along a row) per vector. A run starting at tile column `tj` reads
+    /// padded columns `2tj..2tj + 10` of each of its 4 rows: the even ones of the first 8 are
+    /// each tile's `d0`, the odd ones `d1`, and those of the 8 from `2tj + 2` its `d2` and `d3`.
+    ///
+    /// # Safety
+    /// AVX2; [`super::available`]`(im)`, the slices hold those shapes.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transform_input(padded: &[f32], im: Image, v: &mut [f32]) {
+        let (pw, t, tw) = (im.w + 2, tiles(im), im.w / 2);
+        let plane = pw * (im.h + 2);
+        for c in 0..im.c {
+            for t0 in (0..t).step_by(8) {
+                let ((ia, ja), (ib, jb)) = (tile_at(t0, tw), tile_at(t0 + 4, tw));
+                // SAFETY: rows `2i..2i + 4 ≤ H + 2` and columns `2j..2j + 10 ≤ W + 2` of channel
+                // `c`'s plane (`j + 4 ≤ W/2`); `V_ξ[c, t0..t0 + 8]` inside `v`.
+                unsafe {
+                    let x = padded.as_ptr().add(c * plane);
+                    let (a, b) = (x.add(2 * ia * pw + 2 * ja), x.add(2 * ib * pw + 2 * jb));
+                    // d0..d3 of the 8 tiles in padded row `2i + r`, combined along the row.
+                    let mut h = [[_mm256_setzero_ps(); 4]; 4];
+                    for (r, h) in h.iter_mut().enumerate() {
+                        let (a, b) = (a.add(r * pw), b.add(r * pw));
+                        let (p_lo, p_hi) = (_mm256_loadu2_m128(b, a), _mm256_loadu2_m128(b.add(4), a.add(4)));
+                        let (q_lo, q_hi) = (_mm256_loadu2_m128(b.add(2), a.add(2)), _mm256_loadu2_m128(b.add(6), a.add(6)));
+                        let (d0, d1) = (_mm256_shuffle_ps::<0b10_00_10_00>(p_lo, p_hi), _mm256_shuffle_ps::<0b11_01_11_01>(p_lo, p_hi));
+                        let (d2, d3) = (_mm256_shuffle_ps::<0b10_00_10_00>(q_lo, q_hi), _mm256_shuffle_ps::<0b11_01_11_01>(q_lo, q_hi));
+                        *h = [_mm256_sub_ps(d0, d2), _mm256_add_ps(d1, d2), _mm256_sub_ps(d2, d1), _mm256_sub_ps(d1, d3)];
+                    }
+                    for s in 0..4 {
+                        let rows = [
+                            _mm256_sub_ps(h[0][s], h[2][s]),
+                            _mm256_add_ps(h[1][s], h[2][s]),
+                            _mm256_sub_ps(h[2][s], h[1][s]),
+                            _mm256_sub_ps(h[1][s], h[3][s]),
+                        ];
+                        for (a, row) in rows.into_iter().enumerate() {
+                            _mm256_storeu_ps(v.as_mut_ptr().add(((4 * a + s) * im.c + c) * t + t0), row);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y[o]` `[H, W]` = `Aᵀ M A + b[o]` for every output channel and tile, from `m`
+    /// `[16, O, T]`, 8 tiles per vector: each run of 4 tiles gives 8 consecutive pixels of two
+    /// output rows, its two columns interleaved.
+    ///
+    /// # Safety
+    /// AVX2; [`super::available`]`(im)`, `m` holds `16·O·T` values and `y` `O·H·W`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transform_output(m: &[f32], bias: &[f32], im: Image, y: &mut [f32]) {
+        let (o, t, tw, w) = (bias.len(), tiles(im), im.w / 2, im.w);
+        for (oi, &b) in bias.iter().enumerate() {
+            let b = _mm256_set1_ps(b);
+            for t0 in (0..t).step_by(8) {
+                // SAFETY: `M_ξ[oi, t0..t0 + 8]` inside `m`; the two runs' pixels (rows `2i`,
+                // `2i + 1`, columns `2j..2j + 8 ≤ W`) inside channel `oi` of `y`.
+                unsafe {
+                    let mut mm = [_mm256_setzero_ps(); XI];
+                    for (xi, v) in mm.iter_mut().enumerate() {
+                        *v = _mm256_loadu_ps(m.as_ptr().add((xi * o + oi) * t + t0));
+                    }
+                    // Aᵀ down the columns (a) for each s, then along the rows: the left and
+                    // right pixel of each tile's top and bottom row, interleaved into two runs.
+                    let (mut top, mut bottom) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+                    for s in 0..4 {
+                        top[s] = _mm256_add_ps(_mm256_add_ps(mm[s], mm[4 + s]), mm[8 + s]);
+                        bottom[s] = _mm256_sub_ps(_mm256_sub_ps(mm[4 + s], mm[8 + s]), mm[12 + s]);
+                    }
+                    let out = y.as_mut_ptr().add(oi * im.pixels());
+                    let runs = [tile_at(t0, tw), tile_at(t0 + 4, tw)];
+                    for (row, r) in [top, bottom].into_iter().enumerate() {
+                        let left = _mm256_add_ps(_mm256_add_ps(r[0], r[1]), _mm256_add_ps(r[2], b));
+                        let right = _mm256_sub_ps(_mm256_sub_ps(r[1], r[2]), _mm256_sub_ps(r[3], b));
+                        let (lo, hi) = (_mm256_unpacklo_ps(left, right), _mm256_unpackhi_ps(left, right));
+                        let ((ia, ja), (ib, jb)) = (runs[0], runs[1]);
+                        _mm256_storeu_ps(out.add((2 * ia + row) * w + 2 * ja), _mm256_permute2f128_ps::<0x20>(lo, hi));
+                        _mm256_storeu_ps(out.add((2 * ib + row) * w + 2 * jb), _mm256_permute2f128_ps::<0x31>(lo, hi));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `m` `[16, O, T]` = the 16 products `U_ξ · V_ξ`, from `u` `[16, ⌈O/6⌉, C, 6]` and `v`
+    /// `[16, C, T]`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; the slices hold those shapes and `T` is a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn products(u: &[f32], v: &[f32], c: usize, o: usize, t: usize, m: &mut [f32]) {
+        let o_tiles = o.div_ceil(TILE_O);
+        for xi in 0..XI {
+            for tile in 0..o_tiles {
+                let rows = (o - tile * TILE_O).min(TILE_O);
+                // SAFETY: tile `tile` of `U_ξ`, `V_ξ` and rows `6·tile..6·tile + rows` of `M_ξ`
+                // lie inside the slices (shapes above).
+                unsafe {
+                    let (a, b) = (u.as_ptr().add((xi * o_tiles + tile) * c * TILE_O), v.as_ptr().add(xi * c * t));
+                    let out = m.as_mut_ptr().add((xi * o + tile * TILE_O) * t);
+                    match rows {
+                        6 => block::<6>(a, b, c, t, out),
+                        5 => block::<5>(a, b, c, t, out),
+                        4 => block::<4>(a, b, c, t, out),
+                        3 => block::<3>(a, b, c, t, out),
+                        2 => block::<2>(a, b, c, t, out),
+                        _ => block::<1>(a, b, c, t, out),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `R` rows of one product: `out[r, ..T]` = `Σ_c a[c, r] · b[c, ..T]`, 16 columns (two
+    /// segments of 8) at a time; a lone last segment is computed twice over, into the same place.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `a` holds `C·6` values, `b` `C·T`, `out` `R` rows of `T`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block<const R: usize>(a: *const f32, b: *const f32, c: usize, t: usize, out: *mut f32) {
+        let segments = t / 8;
+        for s in (0..segments).step_by(2) {
+            let (s0, s1) = (8 * s, 8 * (s + 1).min(segments - 1));
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for ci in 0..c {
+                // SAFETY: row `ci` of `b` at columns `s1 + 8 ≤ T`, `a` at `6·ci + R ≤ 6C`.
+                unsafe {
+                    let (v0, v1) = (_mm256_loadu_ps(b.add(ci * t + s0)), _mm256_loadu_ps(b.add(ci * t + s1)));
+                    let w = a.add(ci * TILE_O);
+                    for (r, pair) in acc.iter_mut().enumerate() {
+                        let x = _mm256_broadcast_ss(&*w.add(r));
+                        pair[0] = _mm256_fmadd_ps(x, v0, pair[0]);
+                        pair[1] = _mm256_fmadd_ps(x, v1, pair[1]);
+                    }
+                }
+            }
+            for (r, pair) in acc.iter().enumerate() {
+                // SAFETY: row `r < R` of `out`, columns `s1 + 8 ≤ T`.
+                unsafe {
+                    _mm256_storeu_ps(out.add(r * t + s0), pair[0]);
+                    _mm256_storeu_ps(out.add(r * t + s1), pair[1]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution as the direct sum, in f64.
+    fn direct_sum(x: &[f32], weight: &[f32], bias: &[f32], im: Image) -> Vec<f64> {
+        let (o, hw) = (bias.len(), im.pixels());
+        let mut y = vec![0f64; o * hw];
+        for (p, v) in y.iter_mut().enumerate() {
+            let (oi, i, j) = (p / hw, p % hw / im.w, p % im.w);
+            *v = bias[oi] as f64;
+            for c in 0..im.c {
+                for tap in 0..9 {
+                    let (ii, jj) = ((i + tap / 3) as isize - 1, (j + tap % 3) as isize - 1);
+                    if (0..im.h as isize).contains(&ii) && (0..im.w as isize).contains(&jj) {
+                        *v += x[(c * im.h + ii as usize) * im.w + jj as usize] as f64 * weight[(oi * im.c + c) * 9 + tap] as f64;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        (0..n as u64).map(|i| (((i + 1) * 2_654_435_761 + seed * 97) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn matches_the_direct_sum_for_every_tile_shape() {
+        if !has_avx2_fma() {
+            return; // the columns path of `kernel` is the one this CPU runs, tested there
+        }
+        // (C, H, W, O): every count of rows in the last register tile (O = 1..6 and 13); 2, 3, 4
+        // and 8 segments of 8 tiles, runs of 4 tiles that start a row or end it (W = 8) and runs
+        // that share one (W ≥ 16); a single channel.
+        for (c, h, w, o) in [(3, 8, 8, 7), (2, 4, 16, 5), (4, 8, 16, 2), (5, 12, 8, 6), (3, 8, 8, 13), (1, 16, 16, 4), (2, 2, 32, 1), (4, 6, 16, 3)] {
+            let im = Image { c, h, w };
+            assert!(available(im), "{im:?}");
+            let (x, weight, bias) = (values(c * h * w, 1), values(o * c * 9, 2), values(o, 3));
+            let (mut scratch, mut y) = (vec![f32::NAN; scratch_len(im, o)], vec![f32::NAN; o * h * w]);
+            forward(&x, &Transformed::new(&weight, o, c), &bias, im, &mut scratch, &mut y);
+            for (p, (got, want)) in y.iter().zip(direct_sum(&x, &weight, &bias, im)).enumerate() {
+                assert!((*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, element {p}: {got} against {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_planes_are_left_to_the_other_kernels() {
+        for (h, w) in [(4, 4), (3, 16), (8, 7), (2, 2), (4, 12), (6, 8), (8, 4), (1, 1)] {
+            assert!(!available(Image { c: 2, h, w }), "{h}x{w}");
+        }
+    }
+}
