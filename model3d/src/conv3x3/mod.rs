@@ -77,6 +77,70 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// How the weight gradient of one op call runs: by Winograd's F(2×2, 3×3) in its transformed
+/// domain, straight from the padded input, or through im2col columns and gemm. Each task adds its
+/// images onto a sum in the plan's own layout; [`WeightPlan::finish`] turns the tasks' total into
+/// `dW` `[O, C, 3, 3]`.
+enum WeightPlan {
+    /// Sums `dUᵀ` `[16, C, O]`.
+    Winograd,
+    /// Sums `dWᵀ` `[9C, O]`.
+    Direct,
+    /// Sums `dWᵀ` `[9C, O]`.
+    Columns,
+}
+
+impl WeightPlan {
+    fn new(im: Image, o: usize) -> Self {
+        if winograd::weight_grads_available(im, o) {
+            Self::Winograd
+        } else if direct::weight_grads_available(o) {
+            Self::Direct
+        } else {
+            Self::Columns
+        }
+    }
+
+    /// Elements of a task's sum.
+    fn sum_len(&self, c: usize, o: usize) -> usize {
+        match self {
+            Self::Winograd => 16 * c * o,
+            Self::Direct | Self::Columns => 9 * c * o,
+        }
+    }
+
+    /// The two scratch buffers a group of `k` images needs: for the inputs, for the gradients.
+    fn scratch_lens(&self, im: Image, o: usize, k: usize) -> [usize; 2] {
+        match self {
+            Self::Winograd => winograd::weight_scratch_lens(im, o, k),
+            Self::Direct => [k * direct::padded_len(im), k * o * im.pixels()],
+            Self::Columns => [k * im.cols_len(), k * o * im.pixels()],
+        }
+    }
+
+    /// Adds the images `xs` `[k, C, H, W]` with their output gradients `dys` `[k, O, H, W]` onto
+    /// `sum`.
+    fn add(&self, xs: &[f32], dys: &[f32], im: Image, [inputs, grads]: [&mut [f32]; 2], sum: &mut [f32]) {
+        match self {
+            Self::Winograd => winograd::weight_grads(xs, dys, im, [inputs, grads], sum),
+            Self::Direct => direct::weight_grads(xs, dys, im, inputs, grads, sum),
+            Self::Columns => kernel::weight_grads(xs, dys, im, inputs, grads, sum),
+        }
+    }
+
+    /// `dW` `[O, C, 3, 3]` from the total of the tasks' sums.
+    fn finish(&self, sum: &[f32], o: usize, c: usize) -> Vec<f32> {
+        match self {
+            Self::Winograd => winograd::weight_grads_finish(sum, o, c),
+            Self::Direct | Self::Columns => {
+                let mut dw = vec![0f32; o * 9 * c];
+                transpose(sum, [9 * c, o], &mut dw);
+                dw
+            }
+        }
+    }
+}
+
 /// `y[n, o, i, j] = b[o] + Σ_{c, dy, dx} x[n, c, i + dy − 1, j + dx − 1] · W[o, c, dy, dx]`,
 /// zero outside the image: the project's operation on the CPU, burn's `conv2d` elsewhere.
 ///
@@ -178,53 +242,44 @@ impl Conv3x3Kernels for Flex {
         let (out_im, zeros) = (Image { c: o, h, w }, vec![0f32; c]);
         let flipped = kernel::flipped(&weight, o, c);
         let input_grad = Plan::new(&flipped, c, out_im);
-        let direct_w = direct::weight_grads_available(o);
-        let (mut dx, mut dw, mut db) = (vec![0f32; n * image], vec![0f32; o * 9 * c], vec![0f32; o]);
-        // Each task: its images' input gradients (its own part of dx) and its own sums for dWᵀ, db.
-        // Scratch kept across the tasks a thread runs: im2col, the padded copy and the gradient
-        // copy write every element they read, so it is never zeroed again.
+        let weight_plan = WeightPlan::new(im, o);
+        let (mut dx, mut db) = (vec![0f32; n * image], vec![0f32; o]);
+        // Each task: its images' input gradients (its own part of dx) and its own sums for the
+        // weight's gradient (in the plan's layout) and db. Scratch kept across the tasks a thread
+        // runs: every element of it is written before it is read, so it is never zeroed again.
         let sums: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(per_task * image)
             .zip(x.par_chunks(per_task * image).zip(dy.par_chunks(per_task * out)))
             .map_init(
                 || (Vec::new(), Vec::new()),
-                |(cols, dy_wide): &mut (Vec<f32>, Vec<f32>), (dx, (x, dy))| {
+                |(inputs, grads): &mut (Vec<f32>, Vec<f32>), (dx, (x, dy))| {
                     let images = x.len() / image;
-                    let weight_scratch = match (want_w, direct_w) {
-                        (false, _) => 0,
-                        (true, true) => images * direct::padded_len(im),
-                        (true, false) => images * im.cols_len(),
-                    };
-                    cols.resize(cols.len().max(weight_scratch.max(input_grad.scratch_len(out_im, c))), 0.0);
-                    let (mut dwt, mut db) = (vec![0f32; 9 * c * o], vec![0f32; o]);
+                    let [inputs_len, grads_len] = if want_w { weight_plan.scratch_lens(im, o, images) } else { [0, 0] };
+                    inputs.resize(inputs.len().max(inputs_len.max(input_grad.scratch_len(out_im, c))), 0.0);
+                    grads.resize(grads.len().max(grads_len), 0.0);
+                    let (mut dw, mut db) = (vec![0f32; weight_plan.sum_len(c, o)], vec![0f32; o]);
                     if want_b {
                         kernel::bias_grads(dy, h * w, &mut db);
                     }
                     if want_w {
-                        // The images' dy transposed, or side by side.
-                        dy_wide.resize(dy_wide.len().max(dy.len()), 0.0);
-                        if direct_w {
-                            direct::weight_grads(x, dy, im, cols, dy_wide, &mut dwt);
-                        } else {
-                            kernel::weight_grads(x, dy, im, cols, dy_wide, &mut dwt);
-                        }
+                        weight_plan.add(x, dy, im, [inputs, grads], &mut dw);
                     }
                     if want_x {
                         for (dx, dy) in dx.chunks_exact_mut(image).zip(dy.chunks_exact(out)) {
-                            input_grad.forward(dy, &zeros, out_im, cols, dx);
+                            input_grad.forward(dy, &zeros, out_im, inputs, dx);
                         }
                     }
-                    (dwt, db)
+                    (dw, db)
                 },
             )
             .collect();
-        // The tasks' dWᵀ summed in their own layout (contiguous adds), then transposed once.
-        let mut dwt = vec![0f32; 9 * c * o];
-        for (task_dwt, task_db) in sums {
-            dwt.iter_mut().zip(task_dwt).for_each(|(a, b)| *a += b);
+        // The tasks' sums added in their own layout (contiguous adds), then turned into dW once.
+        let mut dw_sum = vec![0f32; weight_plan.sum_len(c, o)];
+        for (task_dw, task_db) in sums {
+            dw_sum.iter_mut().zip(task_dw).for_each(|(a, b)| *a += b);
             db.iter_mut().zip(task_db).for_each(|(a, b)| *a += b);
         }
-        transpose(&dwt, [9 * c, o], &mut dw);
+        let dw = weight_plan.finish(&dw_sum, o, c);
         [
             want_x.then(|| from_f32(dx, Shape::new([n, c, h, w]), x_dtype)),
             want_w.then(|| from_f32(dw, Shape::new([o, c, 3, 3]), w_dtype)),
@@ -258,9 +313,10 @@ mod tests {
     #[test]
     fn values_and_gradients_match_burns_conv2d_in_f32_and_bf16() {
         // 17 images do not fill the 16 tasks evenly; a one-pixel-high plane; no bias; no input
-        // gradient. Widths 8 and 4 (with an even height) take the direct kernel where the CPU has
-        // AVX2, the others the columns; 8 and 16 output channels its weight gradient.
-        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([2, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 16, true, true)] {
+        // gradient. Where the CPU has AVX2, 8×8 and 8×16 planes take the Winograd kernels, width 4
+        // (with an even height) the direct ones, the others the columns; 8 and 16 output channels
+        // the Winograd or direct weight gradient.
+        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([2, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 16, true, true), ([2, 3, 16, 8], 16, true, true)] {
             let (x, weight, b) = (randn([n, c, w, h], 1), randn([o, c, 3, 3], 2), randn([1, 1, 1, o], 3));
             let upstream = randn([n, o, h, w], 4);
             for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {

@@ -23,7 +23,7 @@
 
 use super::direct::{pad, padded_len};
 use super::kernel::Image;
-use crate::cpu::has_avx2_fma;
+use crate::cpu::{has_avx2_fma, transpose};
 
 /// Output channels per register tile.
 const TILE_O: usize = 6;
@@ -36,6 +36,13 @@ const XI: usize = 16;
 /// runs of 4 along a row).
 pub fn available(im: Image) -> bool {
     im.h > 0 && im.w > 0 && im.h % 2 == 0 && im.w % 8 == 0 && tiles(im) % 8 == 0 && has_avx2_fma()
+}
+
+/// Elements from one ξ plane of a scratch matrix of `len` elements to the next: one cache line
+/// more than `len`, so that the 16 planes a transform reads or writes at one position do not all
+/// fall into the same L1 set (at these shapes `len` is a multiple of 4 KiB).
+fn plane_stride(len: usize) -> usize {
+    len + 16
 }
 
 /// 2×2 output tiles of one plane.
@@ -82,10 +89,19 @@ fn g_row(a: usize, [g0, g1, g2]: [f32; 3]) -> f32 {
     }
 }
 
+/// Row `u` of `Gᵀ` applied to a 4-vector: `x0 + (x1 + x2)/2`, `(x1 − x2)/2`, `(x1 + x2)/2 + x3`.
+fn gt_row(u: usize, [x0, x1, x2, x3]: [f32; 4]) -> f32 {
+    match u {
+        0 => x0 + 0.5 * (x1 + x2),
+        1 => 0.5 * (x1 - x2),
+        _ => 0.5 * (x1 + x2) + x3,
+    }
+}
+
 /// Scratch elements one image needs for `o` output channels: `V` `[16, C, T]`, `M`
-/// `[16, O, T]` and the padded input `[C, H + 2, W + 2]`.
+/// `[16, O, T]` (each plane [`plane_stride`] apart) and the padded input `[C, H + 2, W + 2]`.
 pub fn scratch_len(im: Image, o: usize) -> usize {
-    XI * tiles(im) * (im.c + o) + padded_len(im)
+    XI * (plane_stride(im.c * tiles(im)) + plane_stride(o * tiles(im))) + padded_len(im)
 }
 
 /// One image's output `y` `[O, H, W]` from its pixels `x` `[C, H, W]`, the transformed weight
@@ -96,17 +112,85 @@ pub fn forward(x: &[f32], weight: &Transformed, bias: &[f32], im: Image, scratch
     assert_eq!((weight.c, weight.o), (im.c, bias.len()), "weight against input and bias");
     let (o, t) = (weight.o, tiles(im));
     assert!(x.len() >= im.c * im.pixels() && y.len() >= o * im.pixels() && scratch.len() >= scratch_len(im, o), "buffer sizes");
-    let (v, rest) = scratch.split_at_mut(XI * im.c * t);
-    let (m, padded) = rest.split_at_mut(XI * o * t);
+    let (sv, sm) = (plane_stride(im.c * t), plane_stride(o * t));
+    let (v, rest) = scratch.split_at_mut(XI * sv);
+    let (m, padded) = rest.split_at_mut(XI * sm);
     pad(x, im, padded);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `available` checked AVX2 and FMA and the plane's shape; the sizes are asserted
     // above.
     unsafe {
-        avx2::transform_input(padded, im, v);
-        avx2::products(&weight.values, v, im.c, o, t, m);
-        avx2::transform_output(m, bias, im, y);
+        avx2::transform_input(padded, im, v, [t, sv]);
+        avx2::products(&weight.values, v, m, im.c, o, t, [sv, sm]);
+        avx2::transform_output(m, bias, im, y, sm);
     }
+}
+
+/// Whether this CPU takes the Winograd weight gradient for planes `im` and `o` output channels:
+/// [`available`]`(im)` and `O` a multiple of 8 (one or two vectors of output channels per
+/// register tile).
+pub fn weight_grads_available(im: Image, o: usize) -> bool {
+    available(im) && o % 8 == 0 && o > 0
+}
+
+/// Scratch elements a group of `k` images needs for the weight gradient: the padded inputs and
+/// `V` `[16, C, k·T]`, then `dyᵀ` `[k, HW, O]` and `dMᵀ` `[16, k·T, O]` (planes
+/// [`plane_stride`] apart).
+pub fn weight_scratch_lens(im: Image, o: usize, k: usize) -> [usize; 2] {
+    let l = k * tiles(im);
+    [k * padded_len(im) + XI * plane_stride(im.c * l), k * im.pixels() * o + XI * plane_stride(l * o)]
+}
+
+/// Adds a group of images' weight gradients in the transformed domain onto `dut` `[16, C, O]`:
+/// `dUᵀ_ξ[c, o] += Σ_t V_ξ[c, t] · dM_ξ[o, t]`, with `V = Bᵀ d B` of the inputs `xs`
+/// `[k, C, H, W]` and `dM = A dY Aᵀ` (the adjoint of `Y = Aᵀ M A`) of their output gradients
+/// `dys` `[k, O, H, W]`, over the tiles of all `k` images at once. [`weight_grads_finish`]
+/// turns the sum into the weight's gradient. `scratch` are two buffers of at least
+/// [`weight_scratch_lens`], written before they are read. Needs
+/// [`weight_grads_available`]`(im, O)`.
+pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, [inputs, grads]: [&mut [f32]; 2], dut: &mut [f32]) {
+    let (image, hw, t) = (im.c * im.pixels(), im.pixels(), tiles(im));
+    let (o, k) = (dut.len() / (XI * im.c), xs.len() / image);
+    assert!(weight_grads_available(im, o), "the Winograd weight gradient does not take {im:?} into {o} channels on this CPU");
+    let [inputs_len, grads_len] = weight_scratch_lens(im, o, k);
+    assert!(dut.len() == XI * im.c * o && dys.len() == k * o * hw && inputs.len() >= inputs_len && grads.len() >= grads_len, "buffer sizes");
+    let (padded, v) = inputs.split_at_mut(k * padded_len(im));
+    let (dy_t, dm_t) = grads.split_at_mut(k * hw * o);
+    pad(xs, im, padded);
+    for (dy, dst) in dys.chunks_exact(o * hw).zip(dy_t.chunks_exact_mut(o * hw)) {
+        transpose(dy, [o, hw], dst);
+    }
+    let l = k * t;
+    let (sv, sd) = (plane_stride(im.c * l), plane_stride(l * o));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `weight_grads_available` checked AVX2, FMA, the plane and `O`; the sizes are
+    // asserted above, and image `n` writes columns `n·T..(n + 1)·T` of the `k·T` in `V` and `dMᵀ`.
+    unsafe {
+        for n in 0..k {
+            avx2::transform_input(&padded[n * padded_len(im)..], im, &mut v[n * t..], [l, sv]);
+            avx2::transform_grad(&dy_t[n * hw * o..(n + 1) * hw * o], im, o, &mut dm_t[n * t * o..], sd);
+        }
+        avx2::weight_products([v, dm_t], im.c, o, l, [sv, sd], dut);
+    }
+}
+
+/// The weight's gradient `dW` `[O, C, 3, 3]` from the summed `dUᵀ` `[16, C, O]`:
+/// `dg = Gᵀ dU G` per `(o, c)`, the adjoint of `U = G g Gᵀ`.
+pub fn weight_grads_finish(dut: &[f32], o: usize, c: usize) -> Vec<f32> {
+    assert_eq!(dut.len(), XI * c * o, "a transformed gradient of {c}x{o}");
+    let mut dw = vec![0f32; o * c * 9];
+    for (oc, dg) in dw.chunks_exact_mut(9).enumerate() {
+        let (oi, ci) = (oc / c, oc % c);
+        let du: [f32; XI] = std::array::from_fn(|xi| dut[(xi * c + ci) * o + oi]);
+        // Gᵀ down the columns (a), then along the rows (s).
+        let down: [[f32; 4]; 3] = std::array::from_fn(|u| std::array::from_fn(|s| gt_row(u, [du[s], du[4 + s], du[8 + s], du[12 + s]])));
+        for (u, row) in dg.chunks_exact_mut(3).enumerate() {
+            for (v, value) in row.iter_mut().enumerate() {
+                *value = gt_row(v, down[u]);
+            }
+        }
+    }
+    dw
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -121,22 +205,23 @@ mod avx2 {
         (t / tw, t % tw)
     }
 
-    /// `v` `[16, C, T]` = `Bᵀ d B` for every channel and tile, from `padded` `[C, H + 2, W + 2]`,
+    /// `v` `[16, C, ld]` (its first `T` columns, planes `sv` apart) = `Bᵀ d B` for every channel
+    /// and tile, from `padded` `[C, H + 2, W + 2]`,
     /// 8 tiles (two runs of 4 along a row) per vector. A run starting at tile column `tj` reads
     /// padded columns `2tj..2tj + 10` of each of its 4 rows: the even ones of the first 8 are
     /// each tile's `d0`, the odd ones `d1`, and those of the 8 from `2tj + 2` its `d2` and `d3`.
     ///
     /// # Safety
-    /// AVX2; [`super::available`]`(im)`, the slices hold those shapes.
+    /// AVX2; [`super::available`]`(im)`, the slices hold those shapes, `ld ≥ T`, `sv ≥ C·ld`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn transform_input(padded: &[f32], im: Image, v: &mut [f32]) {
+    pub unsafe fn transform_input(padded: &[f32], im: Image, v: &mut [f32], [ld, sv]: [usize; 2]) {
         let (pw, t, tw) = (im.w + 2, tiles(im), im.w / 2);
         let plane = pw * (im.h + 2);
         for c in 0..im.c {
             for t0 in (0..t).step_by(8) {
                 let ((ia, ja), (ib, jb)) = (tile_at(t0, tw), tile_at(t0 + 4, tw));
                 // SAFETY: rows `2i..2i + 4 ≤ H + 2` and columns `2j..2j + 10 ≤ W + 2` of channel
-                // `c`'s plane (`j + 4 ≤ W/2`); `V_ξ[c, t0..t0 + 8]` inside `v`.
+                // `c`'s plane (`j + 4 ≤ W/2`); `V_ξ[c, t0..t0 + 8]` inside `v` (`t0 + 8 ≤ T ≤ ld`).
                 unsafe {
                     let x = padded.as_ptr().add(c * plane);
                     let (a, b) = (x.add(2 * ia * pw + 2 * ja), x.add(2 * ib * pw + 2 * jb));
@@ -158,7 +243,7 @@ mod avx2 {
                             _mm256_sub_ps(h[1][s], h[3][s]),
                         ];
                         for (a, row) in rows.into_iter().enumerate() {
-                            _mm256_storeu_ps(v.as_mut_ptr().add(((4 * a + s) * im.c + c) * t + t0), row);
+                            _mm256_storeu_ps(v.as_mut_ptr().add((4 * a + s) * sv + c * ld + t0), row);
                         }
                     }
                 }
@@ -167,14 +252,15 @@ mod avx2 {
     }
 
     /// `y[o]` `[H, W]` = `Aᵀ M A + b[o]` for every output channel and tile, from `m`
-    /// `[16, O, T]`, 8 tiles per vector: each run of 4 tiles gives 8 consecutive pixels of two
+    /// `[16, O, T]` (planes `sm` apart), 8 tiles per vector: each run of 4 tiles gives 8 consecutive pixels of two
     /// output rows, its two columns interleaved.
     ///
     /// # Safety
-    /// AVX2; [`super::available`]`(im)`, `m` holds `16·O·T` values and `y` `O·H·W`.
+    /// AVX2; [`super::available`]`(im)`, `m` holds 16 planes of `O·T` values `sm` apart and `y`
+    /// `O·H·W` values.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn transform_output(m: &[f32], bias: &[f32], im: Image, y: &mut [f32]) {
-        let (o, t, tw, w) = (bias.len(), tiles(im), im.w / 2, im.w);
+    pub unsafe fn transform_output(m: &[f32], bias: &[f32], im: Image, y: &mut [f32], sm: usize) {
+        let (t, tw, w) = (tiles(im), im.w / 2, im.w);
         for (oi, &b) in bias.iter().enumerate() {
             let b = _mm256_set1_ps(b);
             for t0 in (0..t).step_by(8) {
@@ -183,7 +269,7 @@ mod avx2 {
                 unsafe {
                     let mut mm = [_mm256_setzero_ps(); XI];
                     for (xi, v) in mm.iter_mut().enumerate() {
-                        *v = _mm256_loadu_ps(m.as_ptr().add((xi * o + oi) * t + t0));
+                        *v = _mm256_loadu_ps(m.as_ptr().add(xi * sm + oi * t + t0));
                     }
                     // Aᵀ down the columns (a) for each s, then along the rows: the left and
                     // right pixel of each tile's top and bottom row, interleaved into two runs.
@@ -207,13 +293,112 @@ mod avx2 {
         }
     }
 
+    /// `dm_t` `[16, ·, O]` (rows `..T`, planes `sd` apart) = `A dY Aᵀ` for every tile of one
+    /// image, from its
+    /// output gradient transposed, `dy_t` `[HW, O]`, 8 output channels per vector: with the tile's
+    /// pixels `p_ij`, rows `a` are `p_0j`, `p_0j + p_1j`, `p_0j − p_1j`, `−p_1j`, and the same
+    /// along each row for `s`.
+    ///
+    /// # Safety
+    /// AVX2; [`super::available`]`(im)`, `O` a multiple of 8, the slices hold those shapes,
+    /// `sd ≥ T·O`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transform_grad(dy_t: &[f32], im: Image, o: usize, dm_t: &mut [f32], sd: usize) {
+        let (t, tw, w) = (tiles(im), im.w / 2, im.w);
+        let combine = |p0: __m256, p1: __m256| [p0, _mm256_add_ps(p0, p1), _mm256_sub_ps(p0, p1), _mm256_sub_ps(_mm256_setzero_ps(), p1)];
+        for tile in 0..t {
+            let (i, j) = tile_at(tile, tw);
+            let pixel = |r: usize, q: usize| ((2 * i + r) * w + 2 * j + q) * o;
+            for ob in (0..o).step_by(8) {
+                // SAFETY: the tile's 4 pixels' channels `ob..ob + 8 ≤ O` inside `dy_t`; row
+                // `tile < T` of each `dMᵀ_ξ` inside `dm_t`.
+                unsafe {
+                    let load = |r, q| _mm256_loadu_ps(dy_t.as_ptr().add(pixel(r, q) + ob));
+                    let (left, right) = (combine(load(0, 0), load(1, 0)), combine(load(0, 1), load(1, 1)));
+                    for a in 0..4 {
+                        for (s, value) in combine(left[a], right[a]).into_iter().enumerate() {
+                            _mm256_storeu_ps(dm_t.as_mut_ptr().add((4 * a + s) * sd + tile * o + ob), value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `dut` `[16, C, O]` += `V_ξ · dMᵀ_ξ` for each ξ, from `v` `[16, C, L]` and `dm_t`
+    /// `[16, L, O]` (planes `sv` and `sd` apart): tiles of `R ≤ 6` rows `c` × 16 output channels (or a last 8), over all `L`
+    /// columns.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; the slices hold those shapes and `O` is a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_products([v, dm_t]: [&[f32]; 2], c: usize, o: usize, l: usize, [sv, sd]: [usize; 2], dut: &mut [f32]) {
+        for xi in 0..XI {
+            for block in (0..o).step_by(16) {
+                for first in (0..c).step_by(TILE_O) {
+                    // SAFETY: rows `first..first + R ≤ C` of `V_ξ` and `dUᵀ_ξ`, columns
+                    // `block..block + 16` (or 8) of `dMᵀ_ξ` and `dUᵀ_ξ` (`O` a multiple of 8).
+                    unsafe {
+                        let a = v.as_ptr().add(xi * sv + first * l);
+                        let b = dm_t.as_ptr().add(xi * sd + block);
+                        let out = dut.as_mut_ptr().add((xi * c + first) * o + block);
+                        let two = block + 16 <= o;
+                        match (c - first).min(TILE_O) {
+                            6 => grad_block::<6>(a, b, l, o, two, out),
+                            5 => grad_block::<5>(a, b, l, o, two, out),
+                            4 => grad_block::<4>(a, b, l, o, two, out),
+                            3 => grad_block::<3>(a, b, l, o, two, out),
+                            2 => grad_block::<2>(a, b, l, o, two, out),
+                            _ => grad_block::<1>(a, b, l, o, two, out),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out[r, ..16]` += `Σ_t a[r, t] · b[t, ..16]` for `R` rows (`a` rows of `L`, `b` rows of
+    /// `O`, `out` rows of `O`); only the first 8 columns unless `two`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; the pointers hold those rows and columns.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn grad_block<const R: usize>(a: *const f32, b: *const f32, l: usize, o: usize, two: bool, out: *mut f32) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        // SAFETY: as the caller promises.
+        unsafe {
+            for (r, pair) in acc.iter_mut().enumerate() {
+                pair[0] = _mm256_loadu_ps(out.add(r * o));
+                if two {
+                    pair[1] = _mm256_loadu_ps(out.add(r * o + 8));
+                }
+            }
+            for t in 0..l {
+                let d0 = _mm256_loadu_ps(b.add(t * o));
+                let d1 = if two { _mm256_loadu_ps(b.add(t * o + 8)) } else { d0 };
+                for (r, pair) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*a.add(r * l + t));
+                    pair[0] = _mm256_fmadd_ps(x, d0, pair[0]);
+                    pair[1] = _mm256_fmadd_ps(x, d1, pair[1]);
+                }
+            }
+            for (r, pair) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.add(r * o), pair[0]);
+                if two {
+                    _mm256_storeu_ps(out.add(r * o + 8), pair[1]);
+                }
+            }
+        }
+    }
+
     /// `m` `[16, O, T]` = the 16 products `U_ξ · V_ξ`, from `u` `[16, ⌈O/6⌉, C, 6]` and `v`
-    /// `[16, C, T]`.
+    /// `[16, C, T]` (planes of `v` `sv` apart, of `m` `sm`).
     ///
     /// # Safety
     /// AVX2 and FMA; the slices hold those shapes and `T` is a multiple of 8.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn products(u: &[f32], v: &[f32], c: usize, o: usize, t: usize, m: &mut [f32]) {
+    pub unsafe fn products(u: &[f32], v: &[f32], m: &mut [f32], c: usize, o: usize, t: usize, [sv, sm]: [usize; 2]) {
         let o_tiles = o.div_ceil(TILE_O);
         for xi in 0..XI {
             for tile in 0..o_tiles {
@@ -221,8 +406,8 @@ mod avx2 {
                 // SAFETY: tile `tile` of `U_ξ`, `V_ξ` and rows `6·tile..6·tile + rows` of `M_ξ`
                 // lie inside the slices (shapes above).
                 unsafe {
-                    let (a, b) = (u.as_ptr().add((xi * o_tiles + tile) * c * TILE_O), v.as_ptr().add(xi * c * t));
-                    let out = m.as_mut_ptr().add((xi * o + tile * TILE_O) * t);
+                    let (a, b) = (u.as_ptr().add((xi * o_tiles + tile) * c * TILE_O), v.as_ptr().add(xi * sv));
+                    let out = m.as_mut_ptr().add(xi * sm + tile * TILE_O * t);
                     match rows {
                         6 => block::<6>(a, b, c, t, out),
                         5 => block::<5>(a, b, c, t, out),
@@ -316,6 +501,39 @@ mod tests {
                 assert!((*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, element {p}: {got} against {want}");
             }
         }
+    }
+
+    #[test]
+    fn weight_grads_are_the_sum_over_images_and_pixels() {
+        if !has_avx2_fma() {
+            return;
+        }
+        // (C, H, W, O): C not a multiple of the 6-row tile (1, 5, 7, 13), two vectors of output
+        // channels and one (O = 24 = 16 + 8), runs of 4 tiles that start a row (W = 8).
+        for (c, h, w, o) in [(3, 8, 8, 8), (7, 4, 16, 16), (1, 8, 8, 24), (13, 12, 8, 8), (5, 2, 32, 40), (6, 8, 8, 16)] {
+            let (im, k, hw) = (Image { c, h, w }, 3, h * w);
+            let (xs, dys) = (values(k * c * hw, 4), values(k * o * hw, 5));
+            let [a, b] = weight_scratch_lens(im, o, k);
+            let (mut inputs, mut grads, mut dut) = (vec![f32::NAN; a], vec![f32::NAN; b], vec![0f32; XI * c * o]);
+            // Two calls add onto the same sum: the images split 2 + 1.
+            weight_grads(&xs[..2 * c * hw], &dys[..2 * o * hw], im, [&mut inputs, &mut grads], &mut dut);
+            weight_grads(&xs[2 * c * hw..], &dys[2 * o * hw..], im, [&mut inputs, &mut grads], &mut dut);
+            let dw = weight_grads_finish(&dut, o, c);
+            for (idx, got) in dw.iter().enumerate() {
+                let (oi, ci, tap) = (idx / (9 * c), idx / 9 % c, idx % 9);
+                let mut want = 0f64;
+                for n in 0..k {
+                    for p in 0..hw {
+                        let (ii, jj) = ((p / w + tap / 3) as isize - 1, (p % w + tap % 3) as isize - 1);
+                        if (0..h as isize).contains(&ii) && (0..w as isize).contains(&jj) {
+                            want += xs[((n * c + ci) * h + ii as usize) * w + jj as usize] as f64 * dys[(n * o + oi) * hw + p] as f64;
+                        }
+                    }
+                }
+                assert!((*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, dW[{idx}]: {got} against {want}");
+            }
+        }
+        assert!(!weight_grads_available(Image { c: 2, h: 8, w: 8 }, 12) && !weight_grads_available(Image { c: 2, h: 4, w: 4 }, 16));
     }
 
     #[test]
