@@ -12,8 +12,9 @@
 //! pixel one load of 16 values of `dyᵀ` `[HW, O]` and 6 broadcasts from the padded plane.
 //!
 //! Pixels go in segments of 8 consecutive output pixels: a part of one row when `W` is a multiple
-//! of 8, two whole rows when `W = 4` (two 4-lane halves from two padded rows). Other widths, and
-//! CPUs without AVX2 and FMA, take the columns and matrix products of [`super::kernel`].
+//! of 8, two whole rows when `W = 4` (two 4-lane halves from two padded rows). Planes that
+//! [`super::winograd`] takes go there instead; other widths, and CPUs without AVX2 and FMA, take
+//! the columns and matrix products of [`super::kernel`].
 //! At `small_video`'s shapes on one Zen 3 core it ran 1.15-1.8x faster than im2col and gemm
 //! 0.19 and faster than PyTorch's oneDNN convolution (BENCHMARKS.md, "The 3×3 convolutions
 //! straight from the padded plane").

@@ -3,9 +3,11 @@
 //! transposes the whole input to channels-last and builds its im2col tiles on one core with a
 //! scalar loop, and its input gradient is a transposed convolution with a scalar col2im; together
 //! they took about a third of a tiny_video training step (BENCHMARKS.md). Here every image is one
-//! task: its passes read the zero-padded plane directly ([`direct`], AVX2) or, on other CPUs and
-//! shapes, each tap's columns as one shifted copy of the plane and one matrix product
-//! ([`kernel`]).
+//! task. Its three passes (forward, input gradient, weight gradient) run by Winograd's F(2×2, 3×3)
+//! where the plane allows it ([`winograd`], AVX2: 4 multiply-adds per output pixel and input
+//! channel instead of 9), else straight from the zero-padded plane ([`direct`], AVX2), else, on
+//! other CPUs and shapes, through each tap's columns as one shifted copy of the plane and one
+//! matrix product ([`kernel`]).
 //!
 //! The same mechanism as [`crate::attention`]: a burn backend extension (`#[backend_extension]`,
 //! routed by burn-dispatch) implemented for burn-flex, and for `Autodiff<B, C>` with a
