@@ -36,12 +36,25 @@ use kernel::Image;
 
 /// Tasks of the backward pass, each over consecutive images. Each task sums its own weight
 /// gradient and the tasks' sums are added in order, so the result depends on the batch alone,
-/// never on how rayon schedules the tasks (training resumes exactly).
-const TASKS: usize = 16;
+/// never on how rayon schedules the tasks (training resumes exactly). All tasks' sums are alive
+/// until they are added: 8 of them for a 128 → 128 convolution in the Winograd domain
+/// (`16·C·O` each) take less memory than the 16 `9·C·O` sums of the direct kernels did.
+const TASKS: usize = 8;
+
+/// Output pixels of one op call (images × plane) below which Winograd's kernels are not taken:
+/// their weight transform (some 40 scalar operations per pair of channels, per pass) then costs
+/// more than the products save. Measured with `sid2 bench conv` (BENCHMARKS.md): 2 or 4 images
+/// of 8×8 were up to 30 % slower than the direct kernels, 8 of 8×8 and 4 of 16×16 faster.
+const WINOGRAD_MIN_PIXELS: usize = 512;
+
+/// Whether Winograd's kernels take a call over `n` images of `im`.
+fn winograd(im: Image, n: usize) -> bool {
+    n * im.pixels() >= WINOGRAD_MIN_PIXELS && winograd::available(im)
+}
 
 /// How the forward and input-gradient passes of one op call run: by Winograd's F(2×2, 3×3) where
-/// [`winograd::available`], else straight from the padded input where [`direct::available`],
-/// else through im2col columns and gemm.
+/// [`winograd::available`] and the call is large enough, else straight from the padded input
+/// where [`direct::available`], else through im2col columns and gemm.
 enum Plan<'a> {
     Winograd(winograd::Transformed),
     Direct(direct::Packed),
@@ -49,9 +62,9 @@ enum Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// For `weight` `[O, C, 3, 3]` (contiguous) applied to images of `im`.
-    fn new(weight: &'a [f32], o: usize, im: Image) -> Self {
-        if winograd::available(im) {
+    /// For `weight` `[O, C, 3, 3]` (contiguous) applied to `n` images of `im`.
+    fn new(weight: &'a [f32], o: usize, im: Image, n: usize) -> Self {
+        if winograd(im, n) {
             Self::Winograd(winograd::Transformed::new(weight, o, im.c))
         } else if direct::available(im) {
             Self::Direct(direct::Packed::new(weight, o, im.c))
@@ -93,8 +106,9 @@ enum WeightPlan {
 }
 
 impl WeightPlan {
-    fn new(im: Image, o: usize) -> Self {
-        if winograd::weight_grads_available(im, o) {
+    /// For `n` images of `im` into `o` channels.
+    fn new(im: Image, o: usize, n: usize) -> Self {
+        if winograd(im, n) && winograd::weight_grads_available(im, o) {
             Self::Winograd
         } else if direct::weight_grads_available(o) {
             Self::Direct
@@ -225,7 +239,7 @@ impl Conv3x3Kernels for Flex {
         let (dtype, im) = (x.dtype(), Image { c, h, w });
         let [x, weight, bias] = [&x, &weight, &bias].map(|t| t.to_contiguous());
         let [x, weight, bias] = [&x, &weight, &bias].map(|t| f32_values(t));
-        let plan = Plan::new(&weight, o, im);
+        let plan = Plan::new(&weight, o, im, n);
         let mut y = vec![0f32; n * o * h * w];
         y.par_chunks_mut(o * h * w).zip(x.par_chunks(c * h * w)).for_each_init(
             || vec![0f32; plan.scratch_len(im, o)],
@@ -243,8 +257,8 @@ impl Conv3x3Kernels for Flex {
         let per_task = n.div_ceil(TASKS).max(1);
         let (out_im, zeros) = (Image { c: o, h, w }, vec![0f32; c]);
         let flipped = kernel::flipped(&weight, o, c);
-        let input_grad = Plan::new(&flipped, c, out_im);
-        let weight_plan = WeightPlan::new(im, o);
+        let input_grad = Plan::new(&flipped, c, out_im, n);
+        let weight_plan = WeightPlan::new(im, o, n);
         let (mut dx, mut db) = (vec![0f32; n * image], vec![0f32; o]);
         // Each task: its images' input gradients (its own part of dx) and its own sums for the
         // weight's gradient (in the plan's layout) and db. Scratch kept across the tasks a thread
@@ -314,11 +328,11 @@ mod tests {
 
     #[test]
     fn values_and_gradients_match_burns_conv2d_in_f32_and_bf16() {
-        // 17 images do not fill the 16 tasks evenly; a one-pixel-high plane; no bias; no input
-        // gradient. Where the CPU has AVX2, 8×8 and 8×16 planes take the Winograd kernels, width 4
-        // (with an even height) the direct ones, the others the columns; 8 and 16 output channels
-        // the Winograd or direct weight gradient.
-        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([2, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 16, true, true), ([2, 3, 16, 8], 16, true, true)] {
+        // 17 images do not fill the 8 tasks evenly; a one-pixel-high plane; no bias; no input
+        // gradient. Where the CPU has AVX2, 8 images of 8×8 and 4 of 8×16 (512 pixels) take the
+        // Winograd kernels, 2 of 8×8 and width 4 (with an even height) the direct ones, the others
+        // the columns; 8 and 16 output channels the Winograd or direct weight gradient.
+        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([8, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 16, true, true), ([4, 3, 16, 8], 16, true, true), ([2, 4, 8, 8], 8, true, true)] {
             let (x, weight, b) = (randn([n, c, w, h], 1), randn([o, c, 3, 3], 2), randn([1, 1, 1, o], 3));
             let upstream = randn([n, o, h, w], 4);
             for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {

@@ -65,13 +65,17 @@ impl Transformed {
         assert_eq!(weight.len(), o * c * 9, "a weight of {o}x{c}x3x3");
         let o_tiles = o.div_ceil(TILE_O);
         let mut values = vec![0f32; XI * o_tiles * c * TILE_O];
-        for (oc, g) in weight.chunks_exact(9).enumerate() {
-            let (oi, ci) = (oc / c, oc % c);
-            // G g: the 3 columns of g combined down its rows.
-            let gg: [[f32; 3]; 4] = std::array::from_fn(|a| std::array::from_fn(|v| g_row(a, [g[v], g[3 + v], g[6 + v]])));
-            for (a, row) in gg.iter().enumerate() {
-                for s in 0..4 {
-                    values[(((a * 4 + s) * o_tiles + oi / TILE_O) * c + ci) * TILE_O + oi % TILE_O] = g_row(s, *row);
+        let plane = o_tiles * c * TILE_O;
+        for (oi, kernels) in weight.chunks_exact(9 * c).enumerate() {
+            for (ci, g) in kernels.chunks_exact(9).enumerate() {
+                let at = (oi / TILE_O * c + ci) * TILE_O + oi % TILE_O;
+                // G g: the 3 columns of g combined down its rows; then G along each row.
+                let g: [f32; 9] = g.try_into().expect("9 taps");
+                for a in 0..4 {
+                    let row = [g_row(a, [g[0], g[3], g[6]]), g_row(a, [g[1], g[4], g[7]]), g_row(a, [g[2], g[5], g[8]])];
+                    for s in 0..4 {
+                        values[(4 * a + s) * plane + at] = g_row(s, row);
+                    }
                 }
             }
         }
@@ -137,14 +141,25 @@ pub fn weight_grads_available(im: Image, o: usize) -> bool {
 /// `V` `[16, C, k·T]`, then `dyᵀ` `[k, HW, O]` and `dMᵀ` `[16, k·T, O]` (planes
 /// [`plane_stride`] apart).
 pub fn weight_scratch_lens(im: Image, o: usize, k: usize) -> [usize; 2] {
+    let k = k.min(group(im));
     let l = k * tiles(im);
     [k * padded_len(im) + XI * plane_stride(im.c * l), k * im.pixels() * o + XI * plane_stride(l * o)]
+}
+
+/// Tiles that go through the weight gradient's products at once (or one image's, if more): enough
+/// that each register tile's 12 accumulators are loaded and stored once per 128 tiles, few
+/// enough that `V` and `dMᵀ` stay small however many images a task has.
+const GROUP_TILES: usize = 128;
+
+/// Images per pass of the weight gradient.
+fn group(im: Image) -> usize {
+    (GROUP_TILES / tiles(im)).max(1)
 }
 
 /// Adds a group of images' weight gradients in the transformed domain onto `dut` `[16, C, O]`:
 /// `dUᵀ_ξ[c, o] += Σ_t V_ξ[c, t] · dM_ξ[o, t]`, with `V = Bᵀ d B` of the inputs `xs`
 /// `[k, C, H, W]` and `dM = A dY Aᵀ` (the adjoint of `Y = Aᵀ M A`) of their output gradients
-/// `dys` `[k, O, H, W]`, over the tiles of all `k` images at once. [`weight_grads_finish`]
+/// `dys` `[k, O, H, W]`, over the tiles of up to 128 at once. [`weight_grads_finish`]
 /// turns the sum into the weight's gradient. `scratch` are two buffers of at least
 /// [`weight_scratch_lens`], written before they are read. Needs
 /// [`weight_grads_available`]`(im, O)`.
@@ -154,23 +169,27 @@ pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, [inputs, grads]: [&mut [
     assert!(weight_grads_available(im, o), "the Winograd weight gradient does not take {im:?} into {o} channels on this CPU");
     let [inputs_len, grads_len] = weight_scratch_lens(im, o, k);
     assert!(dut.len() == XI * im.c * o && dys.len() == k * o * hw && inputs.len() >= inputs_len && grads.len() >= grads_len, "buffer sizes");
-    let (padded, v) = inputs.split_at_mut(k * padded_len(im));
-    let (dy_t, dm_t) = grads.split_at_mut(k * hw * o);
-    pad(xs, im, padded);
-    for (dy, dst) in dys.chunks_exact(o * hw).zip(dy_t.chunks_exact_mut(o * hw)) {
-        transpose(dy, [o, hw], dst);
-    }
-    let l = k * t;
-    let (sv, sd) = (plane_stride(im.c * l), plane_stride(l * o));
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `weight_grads_available` checked AVX2, FMA, the plane and `O`; the sizes are
-    // asserted above, and image `n` writes columns `n·T..(n + 1)·T` of the `k·T` in `V` and `dMᵀ`.
-    unsafe {
-        for n in 0..k {
-            avx2::transform_input(&padded[n * padded_len(im)..], im, &mut v[n * t..], [l, sv]);
-            avx2::transform_grad(&dy_t[n * hw * o..(n + 1) * hw * o], im, o, &mut dm_t[n * t * o..], sd);
+    for (xs, dys) in xs.chunks(group(im) * image).zip(dys.chunks(group(im) * o * hw)) {
+        let k = xs.len() / image;
+        let (padded, v) = inputs.split_at_mut(k * padded_len(im));
+        let (dy_t, dm_t) = grads.split_at_mut(k * hw * o);
+        pad(xs, im, padded);
+        for (dy, dst) in dys.chunks_exact(o * hw).zip(dy_t.chunks_exact_mut(o * hw)) {
+            transpose(dy, [o, hw], dst);
         }
-        avx2::weight_products([v, dm_t], im.c, o, l, [sv, sd], dut);
+        let l = k * t;
+        let (sv, sd) = (plane_stride(im.c * l), plane_stride(l * o));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `weight_grads_available` checked AVX2, FMA, the plane and `O`; the sizes are
+        // asserted above (for at most `group(im)` images), and image `n` writes columns
+        // `n·T..(n + 1)·T` of the `k·T` in `V` and `dMᵀ`.
+        unsafe {
+            for n in 0..k {
+                avx2::transform_input(&padded[n * padded_len(im)..], im, &mut v[n * t..], [l, sv]);
+                avx2::transform_grad(&dy_t[n * hw * o..(n + 1) * hw * o], im, o, &mut dm_t[n * t * o..], sd);
+            }
+            avx2::weight_products([v, dm_t], im.c, o, l, [sv, sd], dut);
+        }
     }
 }
 
@@ -509,8 +528,9 @@ mod tests {
             return;
         }
         // (C, H, W, O): C not a multiple of the 6-row tile (1, 5, 7, 13), two vectors of output
-        // channels and one (O = 24 = 16 + 8), runs of 4 tiles that start a row (W = 8).
-        for (c, h, w, o) in [(3, 8, 8, 8), (7, 4, 16, 16), (1, 8, 8, 24), (13, 12, 8, 8), (5, 2, 32, 40), (6, 8, 8, 16)] {
+        // channels and one (O = 24 = 16 + 8), runs of 4 tiles that start a row (W = 8), and
+        // 32×16 planes (128 tiles), whose two images in one call go through the products apart.
+        for (c, h, w, o) in [(3, 8, 8, 8), (7, 4, 16, 16), (1, 8, 8, 24), (13, 12, 8, 8), (5, 2, 32, 40), (6, 8, 8, 16), (2, 32, 16, 8)] {
             let (im, k, hw) = (Image { c, h, w }, 3, h * w);
             let (xs, dys) = (values(k * c * hw, 4), values(k * o * hw, 5));
             let [a, b] = weight_scratch_lens(im, o, k);
