@@ -267,30 +267,8 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference::{direct_sum, values, weight_grad};
     use super::*;
-
-    /// The convolution as written in the module docs, in f64.
-    fn direct_sum(x: &[f32], weight: &[f32], bias: &[f32], im: Image) -> Vec<f64> {
-        let (o, hw) = (bias.len(), im.pixels());
-        let mut y = vec![0f64; o * hw];
-        for (p, v) in y.iter_mut().enumerate() {
-            let (oi, i, j) = (p / hw, p % hw / im.w, p % im.w);
-            *v = bias[oi] as f64;
-            for c in 0..im.c {
-                for t in 0..9 {
-                    let (ii, jj) = ((i + t / 3) as isize - 1, (j + t % 3) as isize - 1);
-                    if (0..im.h as isize).contains(&ii) && (0..im.w as isize).contains(&jj) {
-                        *v += x[(c * im.h + ii as usize) * im.w + jj as usize] as f64 * weight[(oi * im.c + c) * 9 + t] as f64;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        (0..n as u64).map(|i| (((i + 1) * 2_654_435_761 + seed * 97) % 1000) as f32 / 500.0 - 1.0).collect()
-    }
 
     #[test]
     fn matches_the_direct_sum_for_every_tile_and_segment_shape() {
@@ -325,15 +303,7 @@ mod tests {
             weight_grads(&xs, &dys, im, &mut padded, &mut dy_t, &mut dwt);
             for (idx, got) in dwt.iter().enumerate() {
                 let ((ci, t), oi) = ((idx / o / 9, idx / o % 9), idx % o);
-                let mut want = start[idx] as f64;
-                for n in 0..k {
-                    for p in 0..hw {
-                        let (ii, jj) = ((p / w + t / 3) as isize - 1, (p % w + t % 3) as isize - 1);
-                        if (0..h as isize).contains(&ii) && (0..w as isize).contains(&jj) {
-                            want += xs[((n * c + ci) * h + ii as usize) * w + jj as usize] as f64 * dys[(n * o + oi) * hw + p] as f64;
-                        }
-                    }
-                }
+                let want = start[idx] as f64 + weight_grad(&xs, &dys, im, o, [ci, t, oi]);
                 assert!((*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, dWᵀ[{idx}]: {got} against {want}");
             }
         }

@@ -124,34 +124,8 @@ pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, cols: &mut [f32], dy_wid
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference::{direct_sum, values};
     use super::*;
-
-    /// `y[o, i, j] = b[o] + Σ_{c, dy, dx} x[c, i + dy − 1, j + dx − 1] · W[o, c, dy, dx]` in f64.
-    fn direct(x: &[f32], weight: &[f32], bias: &[f32], im: Image) -> Vec<f64> {
-        let o = bias.len();
-        let mut y = vec![0f64; o * im.pixels()];
-        for (oc, &b) in bias.iter().enumerate() {
-            for i in 0..im.h {
-                for j in 0..im.w {
-                    let mut acc = b as f64;
-                    for c in 0..im.c {
-                        for t in 0..9 {
-                            let (ii, jj) = ((i + t / 3) as isize - 1, (j + t % 3) as isize - 1);
-                            if (0..im.h as isize).contains(&ii) && (0..im.w as isize).contains(&jj) {
-                                acc += x[(c * im.h + ii as usize) * im.w + jj as usize] as f64 * weight[(oc * im.c + c) * 9 + t] as f64;
-                            }
-                        }
-                    }
-                    y[(oc * im.h + i) * im.w + j] = acc;
-                }
-            }
-        }
-        y
-    }
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        (0..n as u64).map(|i| (((i + 1) * 2_654_435_761 + seed * 97) % 1000) as f32 / 500.0 - 1.0).collect()
-    }
 
     #[test]
     fn forward_matches_the_direct_sum_at_every_border() {
@@ -161,7 +135,7 @@ mod tests {
             let (x, weight, bias) = (values(c * h * w, 1), values(o * c * 9, 2), values(o, 3));
             let (mut cols, mut y) = (vec![f32::NAN; im.cols_len()], vec![f32::NAN; o * h * w]);
             forward(&x, &weight, &bias, im, &mut cols, &mut y);
-            for (got, want) in y.iter().zip(direct(&x, &weight, &bias, im)) {
+            for (got, want) in y.iter().zip(direct_sum(&x, &weight, &bias, im)) {
                 assert!((*got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{c}x{h}x{w}: {got} against {want}");
             }
         }

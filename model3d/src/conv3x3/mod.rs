@@ -16,6 +16,8 @@
 
 pub mod direct;
 pub mod kernel;
+#[cfg(test)]
+mod reference;
 pub mod winograd;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

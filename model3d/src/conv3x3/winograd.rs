@@ -477,30 +477,8 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference::{direct_sum, values, weight_grad};
     use super::*;
-
-    /// The convolution as the direct sum, in f64.
-    fn direct_sum(x: &[f32], weight: &[f32], bias: &[f32], im: Image) -> Vec<f64> {
-        let (o, hw) = (bias.len(), im.pixels());
-        let mut y = vec![0f64; o * hw];
-        for (p, v) in y.iter_mut().enumerate() {
-            let (oi, i, j) = (p / hw, p % hw / im.w, p % im.w);
-            *v = bias[oi] as f64;
-            for c in 0..im.c {
-                for tap in 0..9 {
-                    let (ii, jj) = ((i + tap / 3) as isize - 1, (j + tap % 3) as isize - 1);
-                    if (0..im.h as isize).contains(&ii) && (0..im.w as isize).contains(&jj) {
-                        *v += x[(c * im.h + ii as usize) * im.w + jj as usize] as f64 * weight[(oi * im.c + c) * 9 + tap] as f64;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        (0..n as u64).map(|i| (((i + 1) * 2_654_435_761 + seed * 97) % 1000) as f32 / 500.0 - 1.0).collect()
-    }
 
     #[test]
     fn matches_the_direct_sum_for_every_tile_shape() {
@@ -541,15 +519,7 @@ mod tests {
             let dw = weight_grads_finish(&dut, o, c);
             for (idx, got) in dw.iter().enumerate() {
                 let (oi, ci, tap) = (idx / (9 * c), idx / 9 % c, idx % 9);
-                let mut want = 0f64;
-                for n in 0..k {
-                    for p in 0..hw {
-                        let (ii, jj) = ((p / w + tap / 3) as isize - 1, (p % w + tap % 3) as isize - 1);
-                        if (0..h as isize).contains(&ii) && (0..w as isize).contains(&jj) {
-                            want += xs[((n * c + ci) * h + ii as usize) * w + jj as usize] as f64 * dys[(n * o + oi) * hw + p] as f64;
-                        }
-                    }
-                }
+                let want = weight_grad(&xs, &dys, im, o, [ci, tap, oi]);
                 assert!((*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, dW[{idx}]: {got} against {want}");
             }
         }
