@@ -194,22 +194,45 @@ pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, [inputs, grads]: [&mut [
 }
 
 /// The weight's gradient `dW` `[O, C, 3, 3]` from the summed `dUᵀ` `[16, C, O]`:
-/// `dg = Gᵀ dU G` per `(o, c)`, the adjoint of `U = G g Gᵀ`.
+/// `dg = Gᵀ dU G` per `(o, c)`, the adjoint of `U = G g Gᵀ`, computed as `dWᵀ` `[9C, O]` along
+/// the output channels (contiguous in both), then transposed.
 pub fn weight_grads_finish(dut: &[f32], o: usize, c: usize) -> Vec<f32> {
     assert_eq!(dut.len(), XI * c * o, "a transformed gradient of {c}x{o}");
+    let mut dwt = vec![0f32; 9 * c * o];
+    untransform(dut, c, o, &mut dwt);
     let mut dw = vec![0f32; o * c * 9];
-    for (oc, dg) in dw.chunks_exact_mut(9).enumerate() {
-        let (oi, ci) = (oc / c, oc % c);
-        let du: [f32; XI] = std::array::from_fn(|xi| dut[(xi * c + ci) * o + oi]);
-        // Gᵀ down the columns (a), then along the rows (s).
-        let down: [[f32; 4]; 3] = std::array::from_fn(|u| std::array::from_fn(|s| gt_row(u, [du[s], du[4 + s], du[8 + s], du[12 + s]])));
-        for (u, row) in dg.chunks_exact_mut(3).enumerate() {
-            for (v, value) in row.iter_mut().enumerate() {
-                *value = gt_row(v, down[u]);
+    transpose(&dwt, [9 * c, o], &mut dw);
+    dw
+}
+
+/// `dwt[(c, 3u + v), o] = (Gᵀ dU G)[u, v]` for every `(c, o)` of `dut` `[16, C, O]`.
+fn untransform(dut: &[f32], c: usize, o: usize, dwt: &mut [f32]) {
+    crate::cpu::wide!(fn run = untransform_body(dut: &[f32], c: usize, o: usize, dwt: &mut [f32]));
+    run(dut, c, o, dwt)
+}
+
+#[inline(always)]
+fn untransform_body(dut: &[f32], c: usize, o: usize, dwt: &mut [f32]) {
+    for (ci, out) in dwt.chunks_exact_mut(9 * o).enumerate() {
+        let du: [&[f32]; XI] = std::array::from_fn(|xi| &dut[(xi * c + ci) * o..(xi * c + ci + 1) * o]);
+        let mut rows = out.chunks_exact_mut(o);
+        let rows: [&mut [f32]; 9] = std::array::from_fn(|_| rows.next().expect("9 rows"));
+        for oi in 0..o {
+            // Gᵀ down each column s of dU, then along each of the 3 rows it gives.
+            let mut down = [[0f32; 4]; 3];
+            for s in 0..4 {
+                let column = [du[s][oi], du[4 + s][oi], du[8 + s][oi], du[12 + s][oi]];
+                for (u, row) in down.iter_mut().enumerate() {
+                    row[s] = gt_row(u, column);
+                }
+            }
+            for (u, row) in down.into_iter().enumerate() {
+                for v in 0..3 {
+                    rows[3 * u + v][oi] = gt_row(v, row);
+                }
             }
         }
     }
-    dw
 }
 
 #[cfg(target_arch = "x86_64")]
