@@ -108,7 +108,8 @@ fn gt_row(u: usize, [x0, x1, x2, x3]: [f32; 4]) -> f32 {
 }
 
 /// Scratch elements one image needs for `o` output channels: `V` `[16, C, T]`, `M`
-/// `[16, O, T]` (each plane [`plane_stride`] apart) and the padded input `[C, H + 2, W + 2]`.
+/// `[16, O, T]` (planes a cache line more than their size apart) and the padded input
+/// `[C, H + 2, W + 2]`.
 pub fn scratch_len(im: Image, o: usize) -> usize {
     XI * (plane_stride(im.c * tiles(im)) + plane_stride(o * tiles(im))) + padded_len(im)
 }
@@ -144,7 +145,7 @@ pub fn weight_grads_available(im: Image, o: usize) -> bool {
 
 /// Scratch elements a group of `k` images needs for the weight gradient: the padded inputs and
 /// `V` `[16, C, k·T]`, then `dyᵀ` `[k, HW, O]` and `dMᵀ` `[16, k·T, O]` (planes
-/// [`plane_stride`] apart).
+/// a cache line more than their size apart).
 pub fn weight_scratch_lens(im: Image, o: usize, k: usize) -> [usize; 2] {
     let k = k.min(group(im));
     let l = k * tiles(im);
