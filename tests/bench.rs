@@ -29,7 +29,8 @@ fn bench_commands_report_their_measurements() {
     let passes = sample["network_passes"].as_u64().unwrap();
     assert!(passes > 8 && passes < 16, "{sample}");
 
-    // 8x8 planes take the Winograd kernels where the CPU has AVX2.
+    // 2 images of 8x8 (128 pixels, below the Winograd floor): the direct kernels where the CPU
+    // has AVX2.
     let conv = bench(&["conv", "--batch", "2", "--c-in", "3", "--c-out", "8", "--size", "8", "--reps", "1"]);
     assert_eq!((conv["shape"][1].as_u64(), conv["c_out"].as_u64()), (Some(3), Some(8)));
     assert!(conv["forward_gflops"].as_f64().unwrap() > 0.0 && conv["forward_backward_gflops"].as_f64().unwrap() > 0.0, "{conv}");

@@ -96,8 +96,8 @@ impl<'a> Plan<'a> {
 
 /// How the weight gradient of one op call runs: by Winograd's F(2×2, 3×3) in its transformed
 /// domain, straight from the padded input, or through im2col columns and gemm. Each task adds its
-/// images onto a sum in the plan's own layout; [`WeightPlan::finish`] turns the tasks' total into
-/// `dW` `[O, C, 3, 3]`.
+/// images onto a sum in the plan's own layout; [`WeightPlan::transposed`] turns the tasks' total
+/// into `dWᵀ` `[9C, O]`, which the op transposes once.
 enum WeightPlan {
     /// Sums `dUᵀ` `[16, C, O]`.
     Winograd,
@@ -146,15 +146,11 @@ impl WeightPlan {
         }
     }
 
-    /// `dW` `[O, C, 3, 3]` from the total of the tasks' sums.
-    fn finish(&self, sum: &[f32], o: usize, c: usize) -> Vec<f32> {
+    /// `dWᵀ` `[9C, O]` from the total of the tasks' sums.
+    fn transposed(&self, sum: Vec<f32>, o: usize, c: usize) -> Vec<f32> {
         match self {
-            Self::Winograd => winograd::weight_grads_finish(sum, o, c),
-            Self::Direct | Self::Columns => {
-                let mut dw = vec![0f32; o * 9 * c];
-                transpose(sum, [9 * c, o], &mut dw);
-                dw
-            }
+            Self::Winograd => winograd::weight_grads_finish(&sum, o, c),
+            Self::Direct | Self::Columns => sum,
         }
     }
 }
@@ -297,7 +293,8 @@ impl Conv3x3Kernels for Flex {
             dw_sum.iter_mut().zip(task_dw).for_each(|(a, b)| *a += b);
             db.iter_mut().zip(task_db).for_each(|(a, b)| *a += b);
         }
-        let dw = weight_plan.finish(&dw_sum, o, c);
+        let mut dw = vec![0f32; o * 9 * c];
+        transpose(&weight_plan.transposed(dw_sum, o, c), [9 * c, o], &mut dw);
         [
             want_x.then(|| from_f32(dx, Shape::new([n, c, h, w]), x_dtype)),
             want_w.then(|| from_f32(dw, Shape::new([o, c, 3, 3]), w_dtype)),

@@ -166,7 +166,7 @@ fn group(im: Image) -> usize {
 /// `dUᵀ_ξ[c, o] += Σ_t V_ξ[c, t] · dM_ξ[o, t]`, with `V = Bᵀ d B` of the inputs `xs`
 /// `[k, C, H, W]` and `dM = A dY Aᵀ` (the adjoint of `Y = Aᵀ M A`) of their output gradients
 /// `dys` `[k, O, H, W]`, 128 tiles (or one image) at a time. [`weight_grads_finish`]
-/// turns the sum into the weight's gradient. `scratch` are two buffers of at least
+/// turns the sum into the weight's gradient, transposed. `scratch` are two buffers of at least
 /// [`weight_scratch_lens`], written before they are read. Needs
 /// [`weight_grads_available`]`(im, O)`.
 pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, [inputs, grads]: [&mut [f32]; 2], dut: &mut [f32]) {
@@ -199,16 +199,14 @@ pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, [inputs, grads]: [&mut [
     }
 }
 
-/// The weight's gradient `dW` `[O, C, 3, 3]` from the summed `dUᵀ` `[16, C, O]`:
-/// `dg = Gᵀ dU G` per `(o, c)`, the adjoint of `U = G g Gᵀ`, computed as `dWᵀ` `[9C, O]` along
-/// the output channels (contiguous in both), then transposed.
+/// The weight's gradient transposed, `dWᵀ` `[9C, O]` (row `(c, t)`, as the direct kernels sum
+/// it), from the summed `dUᵀ` `[16, C, O]`: `dg = Gᵀ dU G` per `(o, c)`, the adjoint of
+/// `U = G g Gᵀ`, along the output channels (contiguous on both sides).
 pub fn weight_grads_finish(dut: &[f32], o: usize, c: usize) -> Vec<f32> {
     assert_eq!(dut.len(), XI * c * o, "a transformed gradient of {c}x{o}");
     let mut dwt = vec![0f32; 9 * c * o];
     untransform(dut, c, o, &mut dwt);
-    let mut dw = vec![0f32; o * c * 9];
-    transpose(&dwt, [9 * c, o], &mut dw);
-    dw
+    dwt
 }
 
 /// `dwt[(c, 3u + v), o] = (Gᵀ dU G)[u, v]` for every `(c, o)` of `dut` `[16, C, O]`.
@@ -254,8 +252,8 @@ mod avx2 {
     }
 
     /// `v` `[16, C, ld]` (its first `T` columns, planes `sv` apart) = `Bᵀ d B` for every channel
-    /// and tile, from `padded` `[C, H + 2, W + 2]`,
-    /// 8 tiles (two runs of 4 along a row) per vector. A run starting at tile column `tj` reads
+    /// and tile, from `padded` `[C, H + 2, W + 2]`, 8 tiles (two runs of 4 along a row) per
+    /// vector. A run starting at tile column `tj` reads
     /// padded columns `2tj..2tj + 10` of each of its 4 rows: the even ones of the first 8 are
     /// each tile's `d0`, the odd ones `d1`, and those of the 8 from `2tj + 2` its `d2` and `d3`.
     ///
@@ -300,8 +298,8 @@ mod avx2 {
     }
 
     /// `y[o]` `[H, W]` = `Aᵀ M A + b[o]` for every output channel and tile, from `m`
-    /// `[16, O, T]` (planes `sm` apart), 8 tiles per vector: each run of 4 tiles gives 8 consecutive pixels of two
-    /// output rows, its two columns interleaved.
+    /// `[16, O, T]` (planes `sm` apart), 8 tiles per vector: each run of 4 tiles gives 8
+    /// consecutive pixels of two output rows, its two columns interleaved.
     ///
     /// # Safety
     /// AVX2; [`super::available`]`(im)`, `m` holds 16 planes of `O·T` values `sm` apart and `y`
@@ -342,10 +340,9 @@ mod avx2 {
     }
 
     /// `dm_t` `[16, ·, O]` (rows `..T`, planes `sd` apart) = `A dY Aᵀ` for every tile of one
-    /// image, from its
-    /// output gradient transposed, `dy_t` `[HW, O]`, 8 output channels per vector: with the tile's
-    /// pixels `p_ij`, rows `a` are `p_0j`, `p_0j + p_1j`, `p_0j − p_1j`, `−p_1j`, and the same
-    /// along each row for `s`.
+    /// image, from its output gradient transposed, `dy_t` `[HW, O]`, 8 output channels per
+    /// vector: with the tile's pixels `p_ij`, rows `a` are `p_0j`, `p_0j + p_1j`, `p_0j − p_1j`,
+    /// `−p_1j`, and the same along each row for `s`.
     ///
     /// # Safety
     /// AVX2; [`super::available`]`(im)`, `O` a multiple of 8, the slices hold those shapes,
@@ -374,8 +371,8 @@ mod avx2 {
     }
 
     /// `dut` `[16, C, O]` += `V_ξ · dMᵀ_ξ` for each ξ, from `v` `[16, C, L]` and `dm_t`
-    /// `[16, L, O]` (planes `sv` and `sd` apart): tiles of `R ≤ 6` rows `c` × 16 output channels (or a last 8), over all `L`
-    /// columns.
+    /// `[16, L, O]` (planes `sv` and `sd` apart): tiles of `R ≤ 6` rows `c` × 16 output channels
+    /// (or a last 8), over all `L` columns.
     ///
     /// # Safety
     /// AVX2 and FMA; the slices hold those shapes and `O` is a multiple of 8.
@@ -545,11 +542,11 @@ mod tests {
             // Two calls add onto the same sum: the images split 2 + 1.
             weight_grads(&xs[..2 * c * hw], &dys[..2 * o * hw], im, [&mut inputs, &mut grads], &mut dut);
             weight_grads(&xs[2 * c * hw..], &dys[2 * o * hw..], im, [&mut inputs, &mut grads], &mut dut);
-            let dw = weight_grads_finish(&dut, o, c);
-            for (idx, got) in dw.iter().enumerate() {
-                let (oi, ci, tap) = (idx / (9 * c), idx / 9 % c, idx % 9);
+            let dwt = weight_grads_finish(&dut, o, c);
+            for (idx, got) in dwt.iter().enumerate() {
+                let ((ci, tap), oi) = ((idx / o / 9, idx / o % 9), idx % o);
                 let want = weight_grad(&xs, &dys, im, o, [ci, tap, oi]);
-                assert!((*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, dW[{idx}]: {got} against {want}");
+                assert!((*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{c}x{h}x{w}→{o}, dWᵀ[{idx}]: {got} against {want}");
             }
         }
         assert!(!weight_grads_available(Image { c: 2, h: 8, w: 8 }, 12) && !weight_grads_available(Image { c: 2, h: 4, w: 4 }, 16));
