@@ -82,7 +82,7 @@ impl<B: SiluKernels, C: CheckpointStrategy> SiluBackend for Autodiff<B, C> {
 
 /// `σ(x) = 1 / (1 + e^(−x))`; for `x < −88.3` the clamped `e^(−x)` still gives σ below 10⁻³⁸.
 #[inline(always)]
-fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 

@@ -13,7 +13,7 @@ pub mod conv3x3;
 mod denormals;
 mod cpu;
 pub mod diffusion;
-pub mod group_norm;
+pub mod group_norm_silu;
 pub mod network;
 pub mod noise;
 pub mod philox;

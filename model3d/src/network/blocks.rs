@@ -8,7 +8,7 @@ use burn::tensor::DType;
 
 use crate::activation::silu;
 use crate::avg_pool::avg_pool2x2;
-use crate::group_norm::group_norm;
+use crate::group_norm_silu::group_norm_silu;
 use crate::rms_norm::rms_norm;
 use super::config::AttentionImpl;
 use super::conv::{ConvImpl, conv3x3};
@@ -88,12 +88,12 @@ impl ResBlock {
     /// - `x`: `[N, C, H, W]` with frames folded into `N = B·T`
     /// - `emb`: `[N, E]`
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let [n, c, _, _] = x.dims();
-        let h = conv3x3(&self.conv1, silu(in_f32(x.clone(), |x| group_norm(&self.norm1, x))), how(self.matmul_conv));
-        let film = self.film.forward(emb).reshape([n, 2 * c, 1, 1]);
+        let [_, c, _, _] = x.dims();
+        let h = conv3x3(&self.conv1, group_norm_silu(&self.norm1, x.clone(), None), how(self.matmul_conv));
+        let film = self.film.forward(emb);
         let (scale, shift) = (film.clone().narrow(1, 0, c), film.narrow(1, c, c));
-        let h = modulate(in_f32(h, |h| group_norm(&self.norm2, h)), scale, shift);
-        x + conv3x3(&self.conv2, self.dropout.forward(silu(h)), how(self.matmul_conv))
+        let h = group_norm_silu(&self.norm2, h, Some((scale, shift)));
+        x + conv3x3(&self.conv2, self.dropout.forward(h), how(self.matmul_conv))
     }
 }
 

@@ -8,10 +8,9 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use model3d::activation::silu;
 use model3d::avg_pool::avg_pool2x2;
 use model3d::conv3x3::conv3x3;
-use model3d::group_norm::group_norm;
+use model3d::group_norm_silu::group_norm_silu;
 use model3d::network::conv3x3_layer;
 use serde::{Deserialize, Serialize};
 
@@ -90,8 +89,8 @@ impl Block {
 
     /// `[N, C, H, W]` to the same shape.
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = conv(&self.conv1, silu(group_norm(&self.norm1, x.clone())));
-        x + conv(&self.conv2, silu(group_norm(&self.norm2, h)))
+        let h = conv(&self.conv1, group_norm_silu(&self.norm1, x.clone(), None));
+        x + conv(&self.conv2, group_norm_silu(&self.norm2, h, None))
     }
 }
 
@@ -146,7 +145,7 @@ impl Judge {
             }
         }
         let [n, c, _, _] = h.dims();
-        silu(group_norm(&self.norm, h)).reshape([n as i32, c as i32, -1]).mean_dim(2).reshape([n, c])
+        group_norm_silu(&self.norm, h, None).reshape([n as i32, c as i32, -1]).mean_dim(2).reshape([n, c])
     }
 
     /// `[N, 3, H, W]` to `[N, classes]` logits, and the features they came from.
