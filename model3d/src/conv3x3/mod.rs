@@ -43,6 +43,12 @@ use kernel::Image;
 /// (`16·C·O` each) take less memory than the 16 `9·C·O` sums of the direct kernels did.
 const TASKS: usize = 8;
 
+/// Fewest tasks of a backward pass whose weight gradient runs in the Winograd domain: there a
+/// task takes up to one full pass of [`winograd::group`] images rather than one of [`TASKS`]
+/// (so a small plane's sums, `16·C·O` each, are not kept once per image), but never fewer than
+/// this many, so that two threads still share the work.
+const MIN_TASKS: usize = 4;
+
 /// Output pixels of one op call (images × plane) below which Winograd's kernels are not taken:
 /// their weight transform (some 40 scalar operations per pair of channels, per pass) then costs
 /// more than the products save. Measured with `sid2 bench conv` (BENCHMARKS.md): 2 or 4 images
@@ -116,6 +122,15 @@ impl WeightPlan {
             Self::Direct
         } else {
             Self::Columns
+        }
+    }
+
+    /// Images per task of a backward pass over `n` images of `im`.
+    fn images_per_task(&self, im: Image, n: usize) -> usize {
+        let per_task = n.div_ceil(TASKS).max(1);
+        match self {
+            Self::Winograd => per_task.max(winograd::group(im).min(n.div_ceil(MIN_TASKS))),
+            Self::Direct | Self::Columns => per_task,
         }
     }
 
@@ -252,11 +267,11 @@ impl Conv3x3Kernels for Flex {
         let [x, weight, dy] = [&saved.x, &saved.weight, &grad].map(|t| t.to_contiguous());
         let [x, weight, dy] = [&x, &weight, &dy].map(|t| f32_values(t));
         let (image, out) = (c * h * w, o * h * w);
-        let per_task = n.div_ceil(TASKS).max(1);
         let (out_im, zeros) = (Image { c: o, h, w }, vec![0f32; c]);
         let flipped = kernel::flipped(&weight, o, c);
         let input_grad = Plan::new(&flipped, c, out_im, n);
         let weight_plan = WeightPlan::new(im, o, n);
+        let per_task = weight_plan.images_per_task(im, n);
         let (mut dx, mut db) = (vec![0f32; n * image], vec![0f32; o]);
         // Each task: its images' input gradients (its own part of dx) and its own sums for the
         // weight's gradient (in the plan's layout) and db. Scratch kept across the tasks a thread
@@ -328,10 +343,11 @@ mod tests {
     #[test]
     fn values_and_gradients_match_burns_conv2d_in_f32_and_bf16() {
         // 17 images do not fill the 8 tasks evenly; a one-pixel-high plane; no bias; no input
-        // gradient. Where the CPU has AVX2, 8 images of 8×8 and 4 of 8×16 (512 pixels) take the
-        // Winograd kernels, 2 of 8×8 and width 4 (with an even height) the direct ones, the others
-        // the columns; 8 and 16 output channels the Winograd or direct weight gradient.
-        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([8, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 16, true, true), ([4, 3, 16, 8], 16, true, true), ([2, 4, 8, 8], 8, true, true)] {
+        // gradient. Where the CPU has AVX2, 8 or 20 images of 8×8 and 4 of 8×16 (512 pixels) take
+        // the Winograd kernels (8 and 20 in 4 tasks of 2 and 5 images), 2 of 8×8 and width 4 (with
+        // an even height) the direct ones, the others the columns; 8 and 16 output channels the
+        // Winograd or direct weight gradient.
+        for ([n, c, w, h], o, bias, x_grad) in [([17, 3, 7, 5], 4, true, true), ([8, 8, 8, 8], 8, false, true), ([3, 2, 4, 1], 5, true, true), ([4, 6, 6, 5], 3, true, false), ([3, 5, 4, 6], 16, true, true), ([4, 3, 16, 8], 16, true, true), ([2, 4, 8, 8], 8, true, true), ([20, 4, 8, 8], 8, true, true)] {
             let (x, weight, b) = (randn([n, c, w, h], 1), randn([o, c, 3, 3], 2), randn([1, 1, 1, o], 3));
             let upstream = randn([n, o, h, w], 4);
             for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {

@@ -158,7 +158,7 @@ pub fn weight_scratch_lens(im: Image, o: usize, k: usize) -> [usize; 2] {
 const GROUP_TILES: usize = 128;
 
 /// Images per pass of the weight gradient.
-fn group(im: Image) -> usize {
+pub fn group(im: Image) -> usize {
     (GROUP_TILES / tiles(im)).max(1)
 }
 
