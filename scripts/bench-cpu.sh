@@ -2,8 +2,8 @@
 # Training steps (or sampling) on the CPU, side by side in one run: one or more sid2 binaries and
 # the project's PyTorch twin (scripts/torch_reference.py, eager), alternating within each round so
 # that the host's drift falls on all of them alike. For every preset and variant of BENCHMARKS.md's
-# CPU tables it prints one JSON line per run (samples/s, peak RSS, the host's steal ticks during
-# it) and, at the end, the best of the rounds per binary with the ratio to PyTorch's best.
+# CPU tables it prints one JSON line per run (samples/s, peak RSS, sid2's resident memory at the
+# end split into anonymous and file-backed, the host's steal ticks during it) and, at the end, the best of the rounds per binary with the ratio to PyTorch's best.
 #
 #   SID2S="/tmp/sid2-before /tmp/sid2-after" PYTHON=/tmp/torchenv/bin/python \
 #     bash scripts/bench-cpu.sh [ROUNDS] > runs/bench-cpu.jsonl
@@ -57,6 +57,8 @@ r = json.loads(sys.argv[1])
 line = {"variant": sys.argv[2], "who": sys.argv[3], "samples_per_s": round(r["samples_per_s"] if "samples_per_s" in r else 1 / r["s_per_sample"], 3)}
 if "network_passes" in r:
     line["network_passes"] = r["network_passes"]
+# sid2 also reports its resident memory at the end, anonymous and file-backed.
+line |= {k: round(r[k], 1) for k in ("rss_anon_mib", "rss_file_mib") if k in r}
 print(json.dumps(line | {"peak_rss_mib": int(sys.argv[4]), "steal_ticks": int(sys.argv[5])}))' \
     "$out" "$name" "$who" "$(rss_mib "$timing")" "$(( $(steal) - before ))"
 }

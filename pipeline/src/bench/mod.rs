@@ -25,7 +25,7 @@ use crate::config::RunConfig;
 use crate::eval::features::{FidInception, I3d};
 use crate::eval::frechet::{Gaussian, frechet_distance};
 use crate::globals::Globals;
-use crate::run::metrics::{peak_rss_mib, rss_mib};
+use crate::run::metrics::{peak_rss_mib, rss_mib, rss_split_mib};
 use crate::sample::generate;
 use crate::train::loader::Batch;
 use crate::train::trainer::Trainer;
@@ -182,6 +182,9 @@ pub struct TrainBench {
     pub achieved_tflops: f64,
     pub attention_share_of_flops: f64,
     pub peak_rss_mib: f64,
+    /// Resident memory at the end, anonymous and file-backed ([`rss_split_mib`]).
+    pub rss_anon_mib: f64,
+    pub rss_file_mib: f64,
 }
 
 /// Times `warmup` then `steps` training steps of `config` on random clips.
@@ -218,6 +221,8 @@ pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -
         achieved_tflops: c.train_flops() * b as f64 / step_s / 1e12,
         attention_share_of_flops: c.attention_flops / c.forward_flops,
         peak_rss_mib: peak_rss_mib(),
+        rss_anon_mib: rss_split_mib()[0],
+        rss_file_mib: rss_split_mib()[1],
     })
 }
 
@@ -233,6 +238,9 @@ pub struct SampleBench {
     pub warmup_s: f64,
     pub s_per_batch: f64,
     pub s_per_sample: f64,
+    /// Resident memory at the end, anonymous and file-backed ([`rss_split_mib`]).
+    pub rss_anon_mib: f64,
+    pub rss_file_mib: f64,
 }
 
 /// Samples one batch of `config` with its `[sample]` settings from an initial network (speed does
@@ -261,6 +269,8 @@ pub fn sample(config: &RunConfig, device: &Device, batch: usize) -> Result<Sampl
         warmup_s,
         s_per_batch,
         s_per_sample: s_per_batch / batch as f64,
+        rss_anon_mib: rss_split_mib()[0],
+        rss_file_mib: rss_split_mib()[1],
     })
 }
 

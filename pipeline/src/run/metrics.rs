@@ -133,6 +133,14 @@ pub fn rss_mib() -> f64 {
     status_mib("VmRSS:")
 }
 
+/// Resident memory of this process now, `[anonymous, file-backed]` (RssAnon, RssFile), in MiB:
+/// what it allocated (heap, stacks) and the pages of its executable and libraries it has mapped
+/// (clean, shared with the page cache). `sid2` never trims its heap, so the anonymous part at
+/// the end of a run is close to its peak. 0 where /proc is not available.
+pub fn rss_split_mib() -> [f64; 2] {
+    ["RssAnon:", "RssFile:"].map(status_mib)
+}
+
 fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
