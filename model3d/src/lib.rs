@@ -18,6 +18,7 @@ pub mod network;
 pub mod noise;
 pub mod philox;
 pub mod rms_norm;
+pub mod rms_norm_film;
 pub mod rotary;
 pub mod sampler;
 pub mod schedule;

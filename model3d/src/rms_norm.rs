@@ -101,7 +101,7 @@ impl<B: RmsNormKernels, C: CheckpointStrategy> RmsNormBackend for Autodiff<B, C>
 
 /// `1/√(mean(row²) + ε)`.
 #[inline(always)]
-fn inverse_rms(row: &[f32], epsilon: f32) -> f32 {
+pub(crate) fn inverse_rms(row: &[f32], epsilon: f32) -> f32 {
     let [squares] = lane_sums(row, row, |v, _| [v * v]);
     1.0 / (squares / row.len() as f32 + epsilon).sqrt()
 }

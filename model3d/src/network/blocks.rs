@@ -10,6 +10,7 @@ use crate::activation::silu;
 use crate::avg_pool::avg_pool2x2;
 use crate::group_norm_silu::group_norm_silu;
 use crate::rms_norm::rms_norm;
+use crate::rms_norm_film::rms_norm_film;
 use super::config::AttentionImpl;
 use super::conv::{ConvImpl, conv3x3};
 use super::linear::{LinearImpl, linear, linear_parts};
@@ -51,11 +52,6 @@ fn in_f32<const D: usize>(x: Tensor<D>, norm: impl FnOnce(Tensor<D>) -> Tensor<D
 /// Softmax attention with scale `1/√D` over `[B, heads, N, D]`.
 fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, flash: bool) -> Tensor<4> {
     if flash { crate::attention::attention(q, k, v) } else { crate::attention::decomposed(q, k, v) }
-}
-
-/// `x·(1 + scale) + shift`, FiLM conditioning.
-fn modulate<const D: usize>(x: Tensor<D>, scale: Tensor<D>, shift: Tensor<D>) -> Tensor<D> {
-    x * (scale.add_scalar(1.0)) + shift
 }
 
 /// ResBlock: `h = Conv3(SiLU(GN(x)))`, `h = GN(h)(1 + scale) + shift`, `x + ZeroConv3(SiLU(h))`.
@@ -145,7 +141,7 @@ impl TransformerBlock {
         let (heads, head_dim, n) = (self.heads, c / self.heads, t * s);
         let film = self.film.forward(emb).reshape([b, t, 1, 2 * c]);
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
-        let u = modulate(in_f32(x.clone(), |x| rms_norm(&self.norm, x)), scale, shift).reshape([b, n, c]);
+        let u = rms_norm_film(&self.norm, x.clone(), scale, shift).reshape([b, n, c]);
         let how = linear_how(self.chunked_linear);
         let [q, k, v, mlp]: [Tensor<3>; 4] = linear_parts(&self.qkv_mlp, u, &[c, c, c, MLP_RATIO * c], how).try_into().expect("four parts");
         // Heads as views of the token-major projections, [B, N, h, Dh] seen as [B, h, N, Dh]; the
@@ -208,7 +204,7 @@ impl TemporalBlock {
         let tokens = x.clone().reshape([b, t, c, s]).permute([0, 3, 1, 2]);
         let film = self.film.forward(emb).reshape([b, 1, t, 2 * c]);
         let (scale, shift) = (film.clone().narrow(3, 0, c), film.narrow(3, c, c));
-        let u = modulate(in_f32(tokens, |x| rms_norm(&self.norm, x)), scale, shift).reshape([b * s, t, c]);
+        let u = rms_norm_film(&self.norm, tokens, scale, shift).reshape([b * s, t, c]);
         let how = linear_how(self.chunked_linear);
         let [q, k, v]: [Tensor<3>; 3] = linear_parts(&self.qkv, u, &[c, c, c], how).try_into().expect("three parts"); // [B·S, T, C]
         // Heads as views of the projections, as in the TransformerBlock.
