@@ -107,32 +107,48 @@ fn gt_row(u: usize, [x0, x1, x2, x3]: [f32; 4]) -> f32 {
     }
 }
 
-/// Scratch elements one image needs for `o` output channels: `V` `[16, C, T]`, `M`
-/// `[16, O, T]` (planes a cache line more than their size apart) and the padded input
-/// `[C, H + 2, W + 2]`.
+/// Tiles the forward pass transforms, multiplies and transforms back at a time: two of the
+/// products' 16-tile register-tile widths, so that each `U_ξ` row block is loaded into L1 once per
+/// block and used twice, while `V` and `M` hold 32 tiles instead of the image's (a 16×16 plane
+/// has 64: half the scratch, which is the forward pass's whole working memory).
+const FORWARD_TILES: usize = 32;
+
+/// Tiles per forward block of plane `im`: [`FORWARD_TILES`], or the image's if fewer (a multiple
+/// of 8, as every block then is).
+fn forward_block(im: Image) -> usize {
+    FORWARD_TILES.min(tiles(im))
+}
+
+/// Scratch elements one image needs for `o` output channels: `V` `[16, C, B]`, `M`
+/// `[16, O, B]` for blocks of `B` tiles (planes a cache line more than their size apart) and the
+/// padded input `[C, H + 2, W + 2]`.
 pub fn scratch_len(im: Image, o: usize) -> usize {
-    XI * (plane_stride(im.c * tiles(im)) + plane_stride(o * tiles(im))) + padded_len(im)
+    let b = forward_block(im);
+    XI * (plane_stride(im.c * b) + plane_stride(o * b)) + padded_len(im)
 }
 
 /// One image's output `y` `[O, H, W]` from its pixels `x` `[C, H, W]`, the transformed weight
-/// and the bias `[O]`; `scratch` holds at least [`scratch_len`] elements, each written before it
-/// is read. Needs [`available`]`(im)`.
+/// and the bias `[O]`, a block of tiles at a time; `scratch` holds at least [`scratch_len`]
+/// elements, each written before it is read. Needs [`available`]`(im)`.
 pub fn forward(x: &[f32], weight: &Transformed, bias: &[f32], im: Image, scratch: &mut [f32], y: &mut [f32]) {
     assert!(available(im), "the Winograd kernel does not take {im:?} on this CPU");
     assert_eq!((weight.c, weight.o), (im.c, bias.len()), "weight against input and bias");
-    let (o, t) = (weight.o, tiles(im));
+    let (o, t, b) = (weight.o, tiles(im), forward_block(im));
     assert!(x.len() >= im.c * im.pixels() && y.len() >= o * im.pixels() && scratch.len() >= scratch_len(im, o), "buffer sizes");
-    let (sv, sm) = (plane_stride(im.c * t), plane_stride(o * t));
+    let (sv, sm) = (plane_stride(im.c * b), plane_stride(o * b));
     let (v, rest) = scratch.split_at_mut(XI * sv);
     let (m, padded) = rest.split_at_mut(XI * sm);
     pad(x, im, padded);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available` checked AVX2 and FMA and the plane's shape; the sizes are asserted
-    // above.
-    unsafe {
-        avx2::transform_input(padded, im, v, [t, sv]);
-        avx2::products(&weight.values, v, m, im.c, o, t, [sv, sm]);
-        avx2::transform_output(m, bias, im, y, sm);
+    for begin in (0..t).step_by(b) {
+        let tiles = [begin, (begin + b).min(t)];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` checked AVX2 and FMA and the plane's shape; the sizes are asserted
+        // above; a block's tiles start at a multiple of 8 and number at most `b`, a multiple of 8.
+        unsafe {
+            avx2::transform_input(padded, im, tiles, v, [tiles[1] - begin, sv]);
+            avx2::products(&weight.values, v, m, im.c, o, tiles[1] - begin, [sv, sm]);
+            avx2::transform_output(m, bias, im, tiles, y, sm);
+        }
     }
 }
 
@@ -191,7 +207,7 @@ pub fn weight_grads(xs: &[f32], dys: &[f32], im: Image, [inputs, grads]: [&mut [
         // `n·T..(n + 1)·T` of the `k·T` in `V` and `dMᵀ`.
         unsafe {
             for n in 0..k {
-                avx2::transform_input(&padded[n * padded_len(im)..], im, &mut v[n * t..], [l, sv]);
+                avx2::transform_input(&padded[n * padded_len(im)..], im, [0, t], &mut v[n * t..], [l, sv]);
                 avx2::transform_grad(&dy_t[n * hw * o..(n + 1) * hw * o], im, o, &mut dm_t[n * t * o..], sd);
             }
             avx2::weight_products([v, dm_t], im.c, o, l, [sv, sd], dut);
@@ -251,23 +267,25 @@ mod avx2 {
         (t / tw, t % tw)
     }
 
-    /// `v` `[16, C, ld]` (its first `T` columns, planes `sv` apart) = `Bᵀ d B` for every channel
-    /// and tile, from `padded` `[C, H + 2, W + 2]`, 8 tiles (two runs of 4 along a row) per
-    /// vector. A run starting at tile column `tj` reads
+    /// `v` `[16, C, ld]` (its first `end − begin` columns, planes `sv` apart) = `Bᵀ d B` for every
+    /// channel and the tiles `begin..end`, from `padded` `[C, H + 2, W + 2]`, 8 tiles (two runs of
+    /// 4 along a row) per vector. A run starting at tile column `tj` reads
     /// padded columns `2tj..2tj + 10` of each of its 4 rows: the even ones of the first 8 are
     /// each tile's `d0`, the odd ones `d1`, and those of the 8 from `2tj + 2` its `d2` and `d3`.
     ///
     /// # Safety
-    /// AVX2; [`super::available`]`(im)`, the slices hold those shapes, `ld ≥ T`, `sv ≥ C·ld`.
+    /// AVX2; [`super::available`]`(im)`, `begin` and `end` multiples of 8 with `end ≤ T`, the
+    /// slices hold those shapes, `ld ≥ end − begin`, `sv ≥ C·ld`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn transform_input(padded: &[f32], im: Image, v: &mut [f32], [ld, sv]: [usize; 2]) {
-        let (pw, t, tw) = (im.w + 2, tiles(im), im.w / 2);
+    pub unsafe fn transform_input(padded: &[f32], im: Image, [begin, end]: [usize; 2], v: &mut [f32], [ld, sv]: [usize; 2]) {
+        let (pw, tw) = (im.w + 2, im.w / 2);
         let plane = pw * (im.h + 2);
         for c in 0..im.c {
-            for t0 in (0..t).step_by(8) {
+            for t0 in (begin..end).step_by(8) {
                 let ((ia, ja), (ib, jb)) = (tile_at(t0, tw), tile_at(t0 + 4, tw));
                 // SAFETY: rows `2i..2i + 4 ≤ H + 2` and columns `2j..2j + 10 ≤ W + 2` of channel
-                // `c`'s plane (`j + 4 ≤ W/2`); `V_ξ[c, t0..t0 + 8]` inside `v` (`t0 + 8 ≤ T ≤ ld`).
+                // `c`'s plane (`j + 4 ≤ W/2`); `V_ξ[c, t0 − begin..t0 − begin + 8]` inside `v`
+                // (`t0 + 8 ≤ end`, `end − begin ≤ ld`).
                 unsafe {
                     let x = padded.as_ptr().add(c * plane);
                     let (a, b) = (x.add(2 * ia * pw + 2 * ja), x.add(2 * ib * pw + 2 * jb));
@@ -289,7 +307,7 @@ mod avx2 {
                             _mm256_sub_ps(h[1][s], h[3][s]),
                         ];
                         for (a, row) in rows.into_iter().enumerate() {
-                            _mm256_storeu_ps(v.as_mut_ptr().add((4 * a + s) * sv + c * ld + t0), row);
+                            _mm256_storeu_ps(v.as_mut_ptr().add((4 * a + s) * sv + c * ld + t0 - begin), row);
                         }
                     }
                 }
@@ -297,25 +315,25 @@ mod avx2 {
         }
     }
 
-    /// `y[o]` `[H, W]` = `Aᵀ M A + b[o]` for every output channel and tile, from `m`
-    /// `[16, O, T]` (planes `sm` apart), 8 tiles per vector: each run of 4 tiles gives 8
-    /// consecutive pixels of two output rows, its two columns interleaved.
+    /// The tiles `begin..end` of `y[o]` `[H, W]` = `Aᵀ M A + b[o]` for every output channel, from
+    /// `m` `[16, O, end − begin]` (planes `sm` apart), 8 tiles per vector: each run of 4 tiles
+    /// gives 8 consecutive pixels of two output rows, its two columns interleaved.
     ///
     /// # Safety
-    /// AVX2; [`super::available`]`(im)`, `m` holds 16 planes of `O·T` values `sm` apart and `y`
-    /// `O·H·W` values.
+    /// AVX2; [`super::available`]`(im)`, `begin` and `end` multiples of 8 with `end ≤ T`, `m`
+    /// holds 16 planes of `O·(end − begin)` values `sm` apart and `y` `O·H·W` values.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn transform_output(m: &[f32], bias: &[f32], im: Image, y: &mut [f32], sm: usize) {
-        let (t, tw, w) = (tiles(im), im.w / 2, im.w);
+    pub unsafe fn transform_output(m: &[f32], bias: &[f32], im: Image, [begin, end]: [usize; 2], y: &mut [f32], sm: usize) {
+        let (len, tw, w) = (end - begin, im.w / 2, im.w);
         for (oi, &b) in bias.iter().enumerate() {
             let b = _mm256_set1_ps(b);
-            for t0 in (0..t).step_by(8) {
-                // SAFETY: `M_ξ[oi, t0..t0 + 8]` inside `m`; the two runs' pixels (rows `2i`,
-                // `2i + 1`, columns `2j..2j + 8 ≤ W`) inside channel `oi` of `y`.
+            for t0 in (begin..end).step_by(8) {
+                // SAFETY: `M_ξ[oi, t0 − begin..t0 − begin + 8]` inside `m`; the two runs' pixels
+                // (rows `2i`, `2i + 1`, columns `2j..2j + 8 ≤ W`) inside channel `oi` of `y`.
                 unsafe {
                     let mut mm = [_mm256_setzero_ps(); XI];
                     for (xi, v) in mm.iter_mut().enumerate() {
-                        *v = _mm256_loadu_ps(m.as_ptr().add(xi * sm + oi * t + t0));
+                        *v = _mm256_loadu_ps(m.as_ptr().add(xi * sm + oi * len + t0 - begin));
                     }
                     // Aᵀ down the columns (a) for each s, then along the rows: the left and
                     // right pixel of each tile's top and bottom row, interleaved into two runs.
@@ -513,8 +531,9 @@ mod tests {
         }
         // (C, H, W, O): every count of rows in the last register tile (O = 1..6 and 13); 2, 3, 4
         // and 8 segments of 8 tiles, runs of 4 tiles that start a row or end it (W = 8) and runs
-        // that share one (W ≥ 16); a single channel.
-        for (c, h, w, o) in [(3, 8, 8, 7), (2, 4, 16, 5), (4, 8, 16, 2), (5, 12, 8, 6), (3, 8, 8, 13), (1, 16, 16, 4), (2, 2, 32, 1), (4, 6, 16, 3)] {
+        // that share one (W ≥ 16); a single channel; forward blocks of 32 tiles: two whole ones
+        // (16×16), and a whole one and one of 8 (10×16).
+        for (c, h, w, o) in [(3, 8, 8, 7), (2, 4, 16, 5), (4, 8, 16, 2), (5, 12, 8, 6), (3, 8, 8, 13), (1, 16, 16, 4), (2, 2, 32, 1), (4, 6, 16, 3), (2, 10, 16, 3)] {
             let im = Image { c, h, w };
             assert!(available(im), "{im:?}");
             let (x, weight, bias) = (values(c * h * w, 1), values(o * c * 9, 2), values(o, 3));
