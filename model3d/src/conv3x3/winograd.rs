@@ -109,8 +109,8 @@ fn gt_row(u: usize, [x0, x1, x2, x3]: [f32; 4]) -> f32 {
 
 /// Tiles the forward pass transforms, multiplies and transforms back at a time: two of the
 /// products' 16-tile register-tile widths, so that each `U_ξ` row block is loaded into L1 once per
-/// block and used twice, while `V` and `M` hold 32 tiles instead of the image's (a 16×16 plane
-/// has 64: half the scratch, which is the forward pass's whole working memory).
+/// block and used twice, while `V` and `M`, the forward pass's working memory besides the padded
+/// plane, hold 32 tiles instead of the image's (a 16×16 plane has 64).
 const FORWARD_TILES: usize = 32;
 
 /// Tiles per forward block of plane `im`: [`FORWARD_TILES`], or the image's if fewer (a multiple
@@ -140,14 +140,14 @@ pub fn forward(x: &[f32], weight: &Transformed, bias: &[f32], im: Image, scratch
     let (m, padded) = rest.split_at_mut(XI * sm);
     pad(x, im, padded);
     for begin in (0..t).step_by(b) {
-        let tiles = [begin, (begin + b).min(t)];
+        let (block, len) = ([begin, (begin + b).min(t)], b.min(t - begin));
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available` checked AVX2 and FMA and the plane's shape; the sizes are asserted
-        // above; a block's tiles start at a multiple of 8 and number at most `b`, a multiple of 8.
+        // above; a block's tiles start at a multiple of 8 and number `len ≤ b`, a multiple of 8.
         unsafe {
-            avx2::transform_input(padded, im, tiles, v, [tiles[1] - begin, sv]);
-            avx2::products(&weight.values, v, m, im.c, o, tiles[1] - begin, [sv, sm]);
-            avx2::transform_output(m, bias, im, tiles, y, sm);
+            avx2::transform_input(padded, im, block, v, [len, sv]);
+            avx2::products(&weight.values, v, m, im.c, o, len, [sv, sm]);
+            avx2::transform_output(m, bias, im, block, y, sm);
         }
     }
 }

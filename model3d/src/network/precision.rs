@@ -2,7 +2,8 @@
 //!
 //! [`compute_copy`] casts every weight inside the autodiff graph, so a backward pass through the
 //! copy lands its gradients, cast back to f32, on the master parameters. Normalisation layers
-//! keep f32 parameters and run in f32 (`blocks::in_f32`), and the λ embedding computes its
+//! keep f32 parameters and run in f32 (the fused norm ops inside, the QK norms through
+//! `blocks::in_f32`), and the λ embedding computes its
 //! Fourier features in f32 (`embedding`), as mixed-precision autocast would.
 
 use burn::module::{Module, ModuleMapper, Param};

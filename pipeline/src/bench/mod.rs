@@ -209,6 +209,7 @@ pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -
     }
     let step_s = start.elapsed().as_secs_f64() / steps.max(1) as f64;
     let c = cost(&config.model, [t, s, s]);
+    let [rss_anon_mib, rss_file_mib] = rss_split_mib();
     Ok(TrainBench {
         precision: config.train.precision,
         batch: b,
@@ -221,8 +222,8 @@ pub fn train(config: &RunConfig, device: &Device, warmup: usize, steps: usize) -
         achieved_tflops: c.train_flops() * b as f64 / step_s / 1e12,
         attention_share_of_flops: c.attention_flops / c.forward_flops,
         peak_rss_mib: peak_rss_mib(),
-        rss_anon_mib: rss_split_mib()[0],
-        rss_file_mib: rss_split_mib()[1],
+        rss_anon_mib,
+        rss_file_mib,
     })
 }
 
@@ -261,6 +262,7 @@ pub fn sample(config: &RunConfig, device: &Device, batch: usize) -> Result<Sampl
     let start = Instant::now();
     let (_, stats) = generate(&model, config, Some(&real), &labels, 0, batch, device, &hidden)?;
     let s_per_batch = start.elapsed().as_secs_f64();
+    let [rss_anon_mib, rss_file_mib] = rss_split_mib();
     Ok(SampleBench {
         precision: config.train.precision,
         batch,
@@ -269,8 +271,8 @@ pub fn sample(config: &RunConfig, device: &Device, batch: usize) -> Result<Sampl
         warmup_s,
         s_per_batch,
         s_per_sample: s_per_batch / batch as f64,
-        rss_anon_mib: rss_split_mib()[0],
-        rss_file_mib: rss_split_mib()[1],
+        rss_anon_mib,
+        rss_file_mib,
     })
 }
 
